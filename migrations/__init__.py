@@ -1,0 +1,1 @@
+"""Alembic migrations for the profile schema (installed as profile_service.migrations)."""

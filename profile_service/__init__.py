@@ -1,0 +1,1 @@
+"""Profile Service: one training profile per user, over gRPC, guarded by PostgreSQL RLS."""

@@ -1,0 +1,1 @@
+"""Development and test helpers: never imported by the running service."""
