@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# protoc finds the mypy-protobuf plugins on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install proto run test lint clean
 
