@@ -4,15 +4,76 @@ import argparse
 import os
 import sys
 
+from profile_service.config import ConfigError, Settings, SigningSettings
+
 
 def _migrate(_: argparse.Namespace) -> int:
     from profile_service import migrate
 
     url = os.environ.get("DATABASE_URL")
     if not url:
-        print("DATABASE_URL is required: the schema owner's connection URL", file=sys.stderr)
-        return 2
+        raise ConfigError("DATABASE_URL is required: the schema owner's connection URL")
     migrate.upgrade(url)
+    return 0
+
+
+def _serve(_: argparse.Namespace) -> int:
+    from profile_service import logs, server
+
+    settings = Settings.from_env()
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        return server.serve(settings)
+    except server.UnsafeDatabaseRole as exc:
+        print(f"profile-service: {exc}", file=sys.stderr)
+        return 2
+
+
+def _token(args: argparse.Namespace) -> int:
+    from profile_service import tokens
+
+    signing = SigningSettings.from_env()
+    print(
+        tokens.mint(
+            signing.jwt_secret,
+            role=args.role,
+            sub=args.sub,
+            ttl_seconds=args.ttl,
+            audience=signing.jwt_audience,
+        )
+    )
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    import grpc
+
+    from profile_service import tokens
+    from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+    from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+
+    token = args.token
+    if token is None:
+        signing = SigningSettings.from_env()
+        # Short-lived: it only has to outlive this one call.
+        token = tokens.mint(
+            signing.jwt_secret,
+            role="service_role",
+            ttl_seconds=int(args.timeout) + 60,
+            audience=signing.jwt_audience,
+        )
+    request = pb.PurgeRequest(
+        retention_days=args.retention_days, dry_run=args.dry_run, batch_size=args.batch_size
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            response = pb_grpc.ProfileServiceStub(channel).Purge(
+                request, timeout=args.timeout, metadata=(("authorization", f"Bearer {token}"),)
+            )
+        except grpc.RpcError as exc:
+            print(f"purge failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(response.purge_count)
     return 0
 
 
@@ -23,13 +84,54 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="alembic upgrade head on DATABASE_URL (run as the schema owner)"
     ).set_defaults(handler=_migrate)
+    commands.add_parser(
+        "serve", help="serve gRPC on GRPC_PORT; SIGTERM drains in-flight calls, then exits 0"
+    ).set_defaults(handler=_serve)
+
+    purge = commands.add_parser(
+        "purge", help="call Purge with a short-lived service_role token; print the count"
+    )
+    purge.add_argument(
+        "--target",
+        default=f"localhost:{os.environ.get('GRPC_PORT', '50051')}",
+        help="host:port of the server (default: localhost:$GRPC_PORT)",
+    )
+    purge.add_argument("--token", help="use this token instead of minting one from JWT_SECRET")
+    purge.add_argument(
+        "--retention-days",
+        type=int,
+        default=0,
+        help="purge profiles deleted more than this many days ago "
+        "(default: the server's minimum, 30)",
+    )
+    purge.add_argument(
+        "--batch-size", type=int, default=0, help="rows per transaction (default: 1000)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the call (default: 600)"
+    )
+    purge.set_defaults(handler=_purge)
+
+    token = commands.add_parser("token", help="mint a token for grpcurl; prints only the token")
+    token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
+    token.add_argument("--role", default="authenticated", choices=["authenticated", "service_role"])
+    token.add_argument("--ttl", type=int, default=3600, help="seconds of validity (default: 3600)")
+    token.set_defaults(handler=_token)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    if args.command == "token" and args.role == "authenticated" and not args.sub:
+        print("profile-service token: --sub is required for role authenticated", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"profile-service: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -1,0 +1,95 @@
+"""One structured log line per API call: request id, method, status, latency, caller role.
+
+Never the token, the `sub`, or any profile field (GDPR). The request id comes from the
+`x-request-id` metadata, or is generated, and is returned in the trailing metadata.
+"""
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+_LOGGER = logging.getLogger("profile_service.access")
+_REQUEST_ID_KEY = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+_ANNOTATIONS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("call_annotations")
+
+
+def annotate(key: str, value: str) -> None:
+    """Add a field to the current call's log line (used by auth for the caller's role)."""
+    notes = _ANNOTATIONS.get(None)
+    if notes is not None:
+        notes[key] = value
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class AccessLogInterceptor(grpc.ServerInterceptor):
+    """Logs every unary call except health checks, which a kubelet sends every few seconds."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wrap unary handlers (once per method) with timing and logging."""
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or method.startswith("/grpc.health."):
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                _logged(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == _REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:_MAX_REQUEST_ID]
+    return uuid.uuid4().hex
+
+
+def _logged(method: str, behavior: Behavior) -> Behavior:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
+        notes: dict[str, str] = {}
+        token = _ANNOTATIONS.set(notes)
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = behavior(request, context)
+            code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+            return response
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+            raise
+        finally:
+            _ANNOTATIONS.reset(token)
+            _LOGGER.info(
+                "call",
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "code": code.name,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    **notes,
+                },
+            )
+
+    return handle

@@ -1,0 +1,210 @@
+"""Bearer token → verified caller, and the interceptor that requires one on every API call.
+
+Like PostgREST's Auth module, this only turns a token into claims and a database role; what a
+caller may do is decided by the service (per RPC) and by row-level security (per row).
+"""
+
+import contextvars
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import jwt
+
+from profile_service import access_log
+from profile_service.config import Settings
+from profile_service.db import DbRole
+from profile_service.validation import is_uuid
+
+API_PREFIX = "/profile.v1.ProfileService/"
+ALLOWED_ROLES: tuple[DbRole, ...] = ("authenticated", "service_role")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A verified caller: the database role to assume, the user id if any, the claims as JSON."""
+
+    role: DbRole
+    sub: str | None
+    claims_json: str
+    expires_at: float
+
+    @property
+    def is_user(self) -> bool:
+        """True for a signed-in user (role `authenticated`)."""
+        return self.role == "authenticated"
+
+
+class AuthError(Exception):
+    """The token is unacceptable; `code` is the gRPC status to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _unauthenticated(message: str) -> AuthError:
+    return AuthError(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+class TokenVerifier:
+    """Verifies JWTs with a fixed algorithm and key; remembers verified tokens until they expire.
+
+    The cache mirrors PostgREST's JWT cache: a token verified once is not re-verified on every
+    call. It is bounded, and an entry is never used past its token's `exp`.
+    """
+
+    def __init__(self, settings: Settings, cache_size: int = 10_000) -> None:
+        key = settings.jwt_public_key or settings.jwt_secret
+        if not key:
+            raise ValueError("no JWT key configured")
+        self._keys = [key]
+        # The algorithm is configuration, never read from the token header (no `alg: none`).
+        self._algorithms = [settings.jwt_algorithm]
+        self._audience = settings.jwt_audience
+        self._options: dict[str, Any] = {
+            "require": ["exp"],
+            # Supabase tokens carry aud=authenticated: ignore aud unless we are told to check it.
+            "verify_aud": settings.jwt_audience is not None,
+        }
+        self._cache: OrderedDict[str, Caller] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Caller:
+        """The caller a token stands for; raise AuthError if it is not acceptable."""
+        now = time.time()
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is not None and cached.expires_at > now:
+            return cached
+        caller = self._decode(token)
+        with self._lock:
+            self._cache[token] = caller
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return caller
+
+    def _decode(self, token: str) -> Caller:
+        claims: dict[str, Any] | None = None
+        for key in self._keys:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=self._algorithms,
+                    audience=self._audience,
+                    options=self._options,  # type: ignore[arg-type]
+                    leeway=5,
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError as exc:
+                raise _unauthenticated("token expired") from exc
+            except jwt.InvalidAudienceError as exc:
+                raise _unauthenticated("token audience not accepted") from exc
+            except jwt.MissingRequiredClaimError as exc:
+                raise _unauthenticated(f"token lacks the {exc.claim!r} claim") from exc
+            except jwt.InvalidTokenError as exc:
+                raise _unauthenticated("invalid token") from exc
+        if claims is None:
+            raise _unauthenticated("invalid token signature")
+        return _caller_from_claims(claims)
+
+
+def _caller_from_claims(claims: dict[str, Any]) -> Caller:
+    sub = claims.get("sub")
+    if sub is not None and not is_uuid(sub):
+        raise _unauthenticated("token 'sub' is not a UUID")
+    role = claims.get("role")
+    if role not in ALLOWED_ROLES:
+        raise AuthError(grpc.StatusCode.PERMISSION_DENIED, "token role is not allowed")
+    if role == "authenticated" and sub is None:
+        raise _unauthenticated("token lacks the 'sub' claim")
+    # The role handed to the database is the allowlist's own string, never the raw claim.
+    db_role: DbRole = "authenticated" if role == "authenticated" else "service_role"
+    return Caller(
+        role=db_role,
+        sub=sub,
+        claims_json=json.dumps(claims, separators=(",", ":")),
+        expires_at=float(claims["exp"]),
+    )
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The token of the `authorization: Bearer <token>` metadata; raise AuthError if absent."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise _unauthenticated("authorization metadata must be 'Bearer <token>'")
+    raise _unauthenticated("missing authorization metadata")
+
+
+_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("profile_caller")
+
+
+def current_caller() -> Caller:
+    """The verified caller of the RPC being handled (set by AuthInterceptor)."""
+    return _CALLER.get()
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Requires a verified token on ProfileService calls; health and reflection stay open.
+
+    Interceptors run on the server's polling thread, so verification happens inside the wrapped
+    handler, on the worker thread that then runs the RPC (and where the contextvar is visible).
+    """
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wrap unary API handlers (once per method) with token verification."""
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        handler = continuation(handler_call_details)
+        if handler is None or not method.startswith(API_PREFIX) or handler.unary_unary is None:
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._authenticated(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _authenticated(self, behavior: Behavior) -> Behavior:
+        verifier = self._verifier
+
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                caller = verifier.verify(bearer_token(context.invocation_metadata()))  # type: ignore[arg-type]
+            except AuthError as exc:
+                context.abort(exc.code, exc.message)
+            access_log.annotate("role", caller.role)
+            token = _CALLER.set(caller)
+            try:
+                return behavior(request, context)
+            finally:
+                _CALLER.reset(token)
+
+        return handle

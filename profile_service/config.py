@@ -1,0 +1,165 @@
+"""Settings from the environment, read and validated once at start-up."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
+DATABASE_PURGE_FLOOR_DAYS = 30
+_ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+
+
+class ConfigError(Exception):
+    """One or more settings are missing or invalid; the message lists each of them."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads from its environment."""
+
+    database_url: str
+    jwt_secret: str | None
+    jwt_public_key: str | None
+    jwt_algorithm: str
+    jwt_audience: str | None
+    grpc_port: int
+    purge_min_retention_days: int
+    db_pool_size: int
+    db_prepare: bool
+    db_timeout_seconds: float
+    grpc_threads: int
+    shutdown_grace_seconds: float
+    health_check_interval_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read the settings from `env` (default: os.environ); raise ConfigError listing faults."""
+        reader = _Reader(os.environ if env is None else env)
+        public_key = reader.text("JWT_PUBLIC_KEY")
+        if public_key and not public_key.lstrip().startswith("-----BEGIN"):
+            public_key = reader.file("JWT_PUBLIC_KEY", public_key)
+        algorithm = reader.text("JWT_ALGORITHM") or ("RS256" if public_key else "HS256")
+        secret = reader.text("JWT_SECRET")
+        if public_key:
+            if algorithm not in _ASYMMETRIC_ALGORITHMS:
+                reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(_ASYMMETRIC_ALGORITHMS)}")
+        elif algorithm != "HS256":
+            reader.fault("JWT_ALGORITHM", "must be HS256 unless JWT_PUBLIC_KEY is set")
+        elif not secret:
+            reader.fault("JWT_SECRET", "is required (or set JWT_PUBLIC_KEY)")
+        elif len(secret) < 32:
+            reader.fault("JWT_SECRET", "must be at least 32 characters")
+        settings = cls(
+            database_url=reader.required("DATABASE_URL"),
+            jwt_secret=None if public_key else secret,
+            jwt_public_key=public_key,
+            jwt_algorithm=algorithm,
+            jwt_audience=reader.text("JWT_AUDIENCE"),
+            grpc_port=reader.integer("GRPC_PORT", 50051, 0, 65535),
+            purge_min_retention_days=reader.integer(
+                "PURGE_MIN_RETENTION_DAYS",
+                DATABASE_PURGE_FLOOR_DAYS,
+                DATABASE_PURGE_FLOOR_DAYS,
+                36500,
+                why_min="the database keeps soft-deleted profiles at least 30 days (GDPR grace)",
+            ),
+            db_pool_size=reader.integer("DB_POOL_SIZE", 8, 1, 1000),
+            db_prepare=reader.boolean("DB_PREPARE", True),
+            db_timeout_seconds=reader.number("DB_TIMEOUT_SECONDS", 5.0, 0.1, 600),
+            grpc_threads=reader.integer("GRPC_THREADS", 16, 1, 1000),
+            shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
+            health_check_interval_seconds=reader.number(
+                "HEALTH_CHECK_INTERVAL_SECONDS", 1.0, 0.1, 60
+            ),
+        )
+        reader.raise_if_faulty()
+        return settings
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    """What `profile-service purge` and `token` need to mint tokens the server accepts."""
+
+    jwt_secret: str
+    jwt_audience: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "SigningSettings":
+        """Read JWT_SECRET and JWT_AUDIENCE; raise ConfigError if the secret is missing."""
+        reader = _Reader(os.environ if env is None else env)
+        settings = cls(reader.required("JWT_SECRET"), reader.text("JWT_AUDIENCE"))
+        reader.raise_if_faulty()
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._faults: list[str] = []
+
+    def fault(self, name: str, problem: str) -> None:
+        self._faults.append(f"{name} {problem}")
+
+    def raise_if_faulty(self) -> None:
+        if self._faults:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(self._faults))
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.text(name)
+        if value is None:
+            self.fault(name, "is required")
+            return ""
+        return value
+
+    def file(self, name: str, path: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            self.fault(name, f"is neither a PEM key nor a readable file ({exc.strerror})")
+            return None
+
+    def integer(
+        self, name: str, default: int, low: int, high: int, why_min: str | None = None
+    ) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.fault(name, f"must be a whole number, got {raw!r}")
+            return default
+        if value < low and why_min:
+            self.fault(name, f"must be at least {low}: {why_min}; got {value}")
+        elif not low <= value <= high:
+            self.fault(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.fault(name, f"must be a number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.fault(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        self.fault(name, f"must be true or false, got {raw!r}")
+        return default

@@ -1,0 +1,78 @@
+"""Database-aware health: SERVING only while the database answers."""
+
+import logging
+import threading
+
+import psycopg
+from grpc_health.v1 import health, health_pb2
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+_LOGGER = logging.getLogger(__name__)
+SERVICE_NAME = "profile.v1.ProfileService"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class DatabaseHealthMonitor:
+    """Polls the database and sets the stock HealthServicer for "" and the API service.
+
+    A request that meets a database error calls `recheck()`, so the status follows an outage
+    without waiting for the next poll, and broken pooled connections are dropped at once.
+    """
+
+    def __init__(self, pool: ConnectionPool, servicer: health.HealthServicer, interval: float):
+        self._pool = pool
+        self._servicer = servicer
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._serving: bool | None = None
+        self._thread = threading.Thread(target=self._loop, name="db-health", daemon=True)
+
+    def start(self) -> None:
+        """Start polling in a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Report NOT_SERVING from now on and stop polling."""
+        self._stopped.set()
+        self._wake.set()
+        self._servicer.enter_graceful_shutdown()
+        self._thread.join(timeout=5)
+
+    def recheck(self) -> None:
+        """Poll now rather than at the next interval."""
+        self._wake.set()
+
+    def check_once(self) -> bool:
+        """Query the database once and publish the result; True if it answered."""
+        try:
+            with self._pool.connection(timeout=self._interval * 2) as conn:
+                conn.execute("SELECT 1")
+            ok = True
+        except (PoolTimeout, psycopg.Error):
+            ok = False
+            # Drop idle connections that died with the server, so recovery needs no requests.
+            self._pool.check()
+        self._publish(ok)
+        return ok
+
+    def _publish(self, ok: bool) -> None:
+        if ok == self._serving or self._stopped.is_set():
+            return
+        self._serving = ok
+        status = _SERVING if ok else _NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self._servicer.set(name, status)
+        log = _LOGGER.info if ok else _LOGGER.warning
+        log(
+            "database %s; health %s",
+            "reachable" if ok else "unreachable",
+            health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+        )
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self.check_once()
+            self._wake.wait(self._interval)
+            self._wake.clear()

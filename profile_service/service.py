@@ -1,0 +1,184 @@
+"""The use cases. Each decides who may call it, then runs one RLS-scoped transaction.
+
+Errors are domain exceptions; servicer.py turns them into gRPC statuses.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from profile_service import db, repository
+from profile_service.auth import Caller
+from profile_service.repository import Row
+from profile_service.validation import (
+    FieldViolation,
+    InvalidArgument,
+    check_fields,
+    check_owner_id,
+    check_purge,
+    check_update_mask,
+)
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_PURGE_BATCH = 1000
+# Time kept back from the caller's deadline, so UNAVAILABLE reaches it before the deadline.
+_DEADLINE_MARGIN_SECONDS = 0.05
+
+
+class NotFound(Exception):
+    """No profile the caller may see."""
+
+
+class PermissionDenied(Exception):
+    """The caller's role may not do this, or it named someone else's profile."""
+
+
+class Unavailable(Exception):
+    """The database could not be reached, or not within the call's deadline; retryable."""
+
+
+class ProfileService:
+    """Get, Upsert, SoftDelete and Purge over a connection pool."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        min_retention_days: int,
+        db_timeout_seconds: float,
+        on_database_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pool = pool
+        self._min_retention_days = min_retention_days
+        self._db_timeout = db_timeout_seconds
+        self._on_database_error = on_database_error
+
+    def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
+        """A user's own active profile, or (service_role) anyone's, deleted ones included."""
+        _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
+        if caller.is_user:
+            owner_id = _own_owner_id(caller, owner_id)
+        elif not owner_id:
+            raise InvalidArgument([FieldViolation("owner_id", "is required for service_role")])
+        return _found(self._run(caller, lambda c: repository.get(c, owner_id), True, deadline))
+
+    def upsert(
+        self,
+        caller: Caller,
+        owner_id: str,
+        values: Mapping[str, Any],
+        mask: frozenset[str],
+        deadline: float | None,
+    ) -> Row:
+        """Create or update the caller's own profile (users only)."""
+        _require_user(caller)
+        _raise_if_invalid(
+            check_owner_id(owner_id, "profile.owner_id")
+            + check_update_mask(mask)
+            + check_fields({k: v for k, v in values.items() if k in mask})
+        )
+        owner_id = _own_owner_id(caller, owner_id)
+        return _found(
+            self._run(
+                caller, lambda c: repository.upsert(c, owner_id, values, mask), False, deadline
+            )
+        )
+
+    def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
+        """Soft-delete the caller's own active profile (users only)."""
+        _require_user(caller)
+        _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
+        _own_owner_id(caller, owner_id)
+        return _found(self._run(caller, repository.soft_delete, False, deadline))
+
+    def purge(
+        self,
+        caller: Caller,
+        retention_days: int,
+        dry_run: bool,
+        batch_size: int,
+        deadline: float | None,
+    ) -> int:
+        """Delete (or count) profiles soft-deleted over `retention_days` ago; service_role only."""
+        if caller.role != "service_role":
+            raise PermissionDenied("Purge is for service_role only")
+        _raise_if_invalid(check_purge(retention_days, batch_size, self._min_retention_days))
+        days = retention_days or self._min_retention_days
+        if dry_run:
+            return self._run(caller, lambda c: repository.count_expired(c, days), True, deadline)
+        limit = batch_size or DEFAULT_PURGE_BATCH
+        total = 0
+        # One transaction per batch keeps locks short. Stop only on an empty batch: a short one
+        # may just mean a concurrent purge took some rows.
+        while True:
+            deleted = self._run(
+                caller, lambda c: repository.purge_batch(c, days, limit), False, deadline
+            )
+            total += deleted
+            if deleted == 0:
+                return total
+
+    def _run(
+        self,
+        caller: Caller,
+        work: "db.Work[T]",
+        readonly: bool,
+        deadline: float | None,
+    ) -> T:
+        budget = self._db_timeout
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS)
+        if budget <= 0:
+            raise Unavailable("no time left before the deadline")
+        stop_at = time.monotonic() + budget
+        try:
+            with self._pool.connection(timeout=budget) as conn:
+                statement_ms = max(1, int((stop_at - time.monotonic()) * 1000))
+                return db.run_transaction(
+                    conn,
+                    work,
+                    role=caller.role,
+                    claims_json=caller.claims_json,
+                    readonly=readonly,
+                    statement_timeout_ms=statement_ms,
+                )
+        except PoolTimeout as exc:
+            self._on_database_error()
+            raise Unavailable("database unavailable") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise Unavailable("database timed out") from exc
+        except psycopg.OperationalError as exc:
+            self._on_database_error()
+            raise Unavailable("database unavailable") from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied("not allowed by row-level security") from exc
+
+
+def _require_user(caller: Caller) -> None:
+    if not caller.is_user:
+        raise PermissionDenied("only a signed-in user may change its profile")
+
+
+def _own_owner_id(caller: Caller, owner_id: str) -> str:
+    """The caller's own id; naming anyone else's is PermissionDenied."""
+    assert caller.sub is not None  # guaranteed for role authenticated by auth
+    if owner_id and owner_id.lower() != caller.sub.lower():
+        raise PermissionDenied("a user may only name its own owner_id")
+    return caller.sub
+
+
+def _raise_if_invalid(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _found(row: Row | None) -> Row:
+    if row is None:
+        raise NotFound("profile not found")
+    return row

@@ -1,0 +1,157 @@
+"""ProfileService over gRPC: proto ↔ model mapping, and domain errors → gRPC statuses."""
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.auth import current_caller
+from profile_service.repository import Row
+from profile_service.service import NotFound, PermissionDenied, ProfileService, Unavailable
+from profile_service.validation import (
+    INT_RANGES,
+    TEXT_LIMITS,
+    WRITABLE_FIELDS,
+    FieldViolation,
+    InvalidArgument,
+)
+
+_LOGGER = logging.getLogger(__name__)
+_OPTIONAL_SCALARS = (*INT_RANGES, *TEXT_LIMITS)
+_TIMESTAMPS = ("created_at", "updated_at", "deleted_at")
+R = TypeVar("R")
+
+
+class ProfileServicer(pb_grpc.ProfileServiceServicer):
+    """Translates requests for ProfileService and its answers; owns no logic of its own."""
+
+    def __init__(self, service: ProfileService) -> None:
+        self._service = service
+
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Profile:
+        """See the proto."""
+        row = _call(
+            context,
+            lambda deadline: self._service.get(current_caller(), request.owner_id, deadline),
+        )
+        return profile_from_row(row)
+
+    def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.Profile:
+        """See the proto."""
+        mask = frozenset(request.update_mask.paths) if request.HasField("update_mask") else None
+
+        def upsert(deadline: float | None) -> Row:
+            values = values_from_profile(request.profile)
+            return self._service.upsert(
+                current_caller(),
+                request.profile.owner_id,
+                values,
+                mask or frozenset(WRITABLE_FIELDS),
+                deadline,
+            )
+
+        return profile_from_row(_call(context, upsert))
+
+    def SoftDelete(
+        self, request: pb.SoftDeleteRequest, context: grpc.ServicerContext
+    ) -> pb.Profile:
+        """See the proto."""
+        row = _call(
+            context,
+            lambda deadline: self._service.soft_delete(
+                current_caller(), request.owner_id, deadline
+            ),
+        )
+        return profile_from_row(row)
+
+    def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
+        """See the proto."""
+        count = _call(
+            context,
+            lambda deadline: self._service.purge(
+                current_caller(),
+                request.retention_days,
+                request.dry_run,
+                request.batch_size,
+                deadline,
+            ),
+        )
+        return pb.PurgeResponse(purge_count=count)
+
+
+def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
+    """The writable fields of a Profile message as column values (None for unset)."""
+    values: dict[str, Any] = {
+        name: getattr(profile, name) if profile.HasField(name) else None
+        for name in _OPTIONAL_SCALARS
+    }
+    values["available_equipment"] = list(profile.available_equipment) or None
+    values["generation_params"] = None
+    if profile.HasField("generation_params"):
+        try:
+            values["generation_params"] = json_format.MessageToDict(profile.generation_params)
+        except ValueError as exc:  # NaN or infinity: JSON has no such numbers
+            raise InvalidArgument(
+                [FieldViolation("profile.generation_params", "numbers must be finite")]
+            ) from exc
+    return values
+
+
+def profile_from_row(row: Row) -> pb.Profile:
+    """A Profile message from a profiles row."""
+    profile = pb.Profile(id=str(row["id"]), owner_id=str(row["owner_id"]))
+    for name in _OPTIONAL_SCALARS:
+        if row[name] is not None:
+            setattr(profile, name, row[name])
+    if row["available_equipment"]:
+        profile.available_equipment.extend(row["available_equipment"])
+    if row["generation_params"] is not None:
+        profile.generation_params.update(row["generation_params"])
+    for name in _TIMESTAMPS:
+        if row[name] is not None:
+            getattr(profile, name).FromDatetime(row[name])
+    return profile
+
+
+def _call(context: grpc.ServicerContext, use_case: Callable[[float | None], R]) -> R:
+    """Run a use case with the call's deadline; abort with the status its error stands for."""
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    try:
+        return use_case(deadline)
+    except InvalidArgument as exc:
+        _abort_invalid(context, exc.violations)
+    except NotFound as exc:
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except PermissionDenied as exc:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+    except Unavailable as exc:
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except Exception as exc:
+        # The class name only: messages from the database can carry SQL or profile data.
+        _LOGGER.error("unexpected %s", type(exc).__name__)
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _abort_invalid(context: grpc.ServicerContext, violations: list[FieldViolation]) -> NoReturn:
+    details = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in violations
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(details)
+    message = "; ".join(f"{v.field} {v.description}" for v in violations)
+    status = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {message}", details=[packed]
+    )
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover

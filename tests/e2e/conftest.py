@@ -1,0 +1,72 @@
+"""A real server on a real port, against the run's throwaway database."""
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from profile_service import server, tokens
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.config import Settings
+from tests.conftest import ThrowawayDatabase
+
+SECRET = "test-secret-that-is-long-enough-for-hs256!"
+Metadata = tuple[tuple[str, str], ...]
+
+
+def server_env(database_url: str, **overrides: str) -> dict[str, str]:
+    """The environment a test server runs with."""
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "GRPC_PORT": "0",
+        "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
+        "DB_TIMEOUT_SECONDS": "2",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def running_server(test_db: ThrowawayDatabase) -> Iterator[server.RunningServer]:
+    """The service, started once for the run on an ephemeral port."""
+    running = server.start(Settings.from_env(server_env(test_db.service_url)), host="127.0.0.1")
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def channel(running_server: server.RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{running_server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel, admin: object) -> pb_grpc.ProfileServiceStub:
+    """A client stub; depending on `admin` empties the table after each test."""
+    return pb_grpc.ProfileServiceStub(channel)
+
+
+def bearer(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def user(sub: uuid.UUID | str) -> Metadata:
+    """Metadata of a signed-in user."""
+    return bearer(tokens.mint(SECRET, role="authenticated", sub=str(sub)))
+
+
+def service() -> Metadata:
+    """Metadata of an internal service."""
+    return bearer(tokens.mint(SECRET, role="service_role"))
+
+
+@pytest.fixture
+def new_user() -> Callable[[], tuple[str, Metadata]]:
+    """Make a fresh user id and its metadata."""
+
+    def make() -> tuple[str, Metadata]:
+        sub = str(uuid.uuid4())
+        return sub, user(sub)
+
+    return make
