@@ -70,3 +70,25 @@ def new_user() -> Callable[[], tuple[str, Metadata]]:
         return sub, user(sub)
 
     return make
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    """Make the call, which must fail; return the error."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """The google.rpc.BadRequest field violations of an error, field → description."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no google.rpc.Status in the trailers"
+    found: dict[str, str] = {}
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            found.update({v.field: v.description for v in bad_request.field_violations})
+    return found

@@ -1,0 +1,172 @@
+"""The contract's status table for tokens: UNAUTHENTICATED vs PERMISSION_DENIED."""
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from profile_service import server
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.config import Settings
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import SECRET, bearer, rpc_error, server_env
+
+SUB = "00000000-0000-4000-8000-0000000000a1"
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": SUB, "role": "authenticated", "exp": int(time.time()) + 60}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _signed(claims: dict[str, Any], key: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _rsa_private_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+UNAUTHENTICATED_CASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "no token": (),
+    "not a bearer scheme": (("authorization", f"Basic {_signed(_claims())}"),),
+    "bearer without a token": (("authorization", "Bearer "),),
+    "malformed token": bearer("not.a.jwt"),
+    "signed with another secret": bearer(_signed(_claims(), "another-secret-of-sufficient-size!!")),
+    "alg none": bearer(jwt.encode(_claims(), None, algorithm="none")),
+    "RS256 token to an HS256 server": bearer(
+        _signed(_claims(), _rsa_private_pem().decode(), "RS256")
+    ),
+    "expired": bearer(_signed(_claims(exp=int(time.time()) - 120))),
+    "no exp": bearer(_signed(_claims(exp=None))),
+    "sub is not a UUID": bearer(_signed(_claims(sub="user-42"))),
+    "sub is a number": bearer(_signed(_claims(sub=42))),
+    "authenticated without sub": bearer(_signed(_claims(sub=None))),
+}
+
+PERMISSION_DENIED_CASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "role postgres": bearer(_signed(_claims(role="postgres"))),
+    "role anon": bearer(_signed(_claims(role="anon"))),
+    "role missing": bearer(_signed(_claims(role=None))),
+    "role is a list": bearer(_signed(_claims(role=["service_role"]))),
+}
+
+
+@pytest.mark.parametrize("metadata", UNAUTHENTICATED_CASES.values(), ids=UNAUTHENTICATED_CASES)
+def test_bad_tokens_are_unauthenticated(
+    stub: pb_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...]
+) -> None:
+    error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=metadata, timeout=5))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("metadata", PERMISSION_DENIED_CASES.values(), ids=PERMISSION_DENIED_CASES)
+def test_roles_outside_the_allowlist_are_denied(
+    stub: pb_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...]
+) -> None:
+    error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=metadata, timeout=5))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_audience_is_ignored_when_not_configured(stub: pb_grpc.ProfileServiceStub) -> None:
+    # Supabase tokens carry aud=authenticated; with no JWT_AUDIENCE they must be accepted.
+    md = bearer(_signed(_claims(aud="authenticated")))
+    error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=5))
+    assert error.code() == grpc.StatusCode.NOT_FOUND  # authenticated; just no profile yet
+
+
+@pytest.fixture(scope="module")
+def audience_stub(test_db: ThrowawayDatabase) -> Iterator[pb_grpc.ProfileServiceStub]:
+    env = server_env(test_db.service_url, JWT_AUDIENCE="profile-service")
+    running = server.start(Settings.from_env(env), host="127.0.0.1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield pb_grpc.ProfileServiceStub(channel)
+    finally:
+        running.stop(grace=1)
+
+
+@pytest.mark.parametrize(
+    ("aud", "code"),
+    [
+        ("profile-service", grpc.StatusCode.NOT_FOUND),
+        (["other", "profile-service"], grpc.StatusCode.NOT_FOUND),
+        ("authenticated", grpc.StatusCode.UNAUTHENTICATED),
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+    ],
+)
+def test_audience_is_checked_when_configured(
+    audience_stub: pb_grpc.ProfileServiceStub, aud: object, code: grpc.StatusCode
+) -> None:
+    md = bearer(_signed(_claims(aud=aud)))
+    error = rpc_error(lambda: audience_stub.Get(pb.GetRequest(), metadata=md, timeout=5))
+    assert error.code() == code
+
+
+@pytest.fixture(scope="module")
+def rsa_server(test_db: ThrowawayDatabase) -> Iterator[tuple[pb_grpc.ProfileServiceStub, str]]:
+    private_pem = _rsa_private_pem()
+    public_pem = (
+        serialization.load_pem_private_key(private_pem, password=None)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    env = server_env(test_db.service_url, JWT_PUBLIC_KEY=public_pem, JWT_SECRET="")
+    running = server.start(Settings.from_env(env), host="127.0.0.1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield pb_grpc.ProfileServiceStub(channel), private_pem.decode()
+    finally:
+        running.stop(grace=1)
+
+
+def test_an_asymmetric_public_key_can_be_configured(
+    rsa_server: tuple[pb_grpc.ProfileServiceStub, str],
+) -> None:
+    stub, private_pem = rsa_server
+    good = bearer(_signed(_claims(), private_pem, "RS256"))
+    assert rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=good, timeout=5)).code() == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    # An HS256 token "signed" with the public key must not pass (algorithm confusion).
+    forged = bearer(_signed(_claims()))
+    assert rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=forged, timeout=5)).code() == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+
+
+def test_health_and_reflection_need_no_token(channel: grpc.Channel) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "profile.v1.ProfileService"):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "profile.v1.ProfileService" in names
+
+
+def test_a_user_token_works_for_the_token_lifetime(stub: pb_grpc.ProfileServiceStub) -> None:
+    owner = str(uuid.uuid4())
+    md = bearer(_signed(_claims(sub=owner)))
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=33)), metadata=md, timeout=5)
+    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 33

@@ -1,0 +1,101 @@
+"""Purge: service_role only, the retention floor, dry runs, batches and concurrent runs."""
+
+import threading
+import uuid
+
+import grpc
+import psycopg
+import pytest
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from tests.e2e.conftest import field_violations, rpc_error, service, user
+
+
+def _seed_deleted(admin: psycopg.Connection, days_ago: list[float]) -> list[uuid.UUID]:
+    owners = [uuid.uuid4() for _ in days_ago]
+    with admin.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO profile.profiles (owner_id, age, deleted_at) "
+            "VALUES (%s, 30, now() - %s * interval '1 day')",
+            list(zip(owners, days_ago, strict=True)),
+        )
+    return owners
+
+
+def _remaining(admin: psycopg.Connection) -> set[uuid.UUID]:
+    return {r[0] for r in admin.execute("SELECT owner_id FROM profile.profiles").fetchall()}
+
+
+def test_users_cannot_purge(stub) -> None:
+    error = rpc_error(lambda: stub.Purge(pb.PurgeRequest(), metadata=user(uuid.uuid4()), timeout=5))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("days", [1, 29])
+def test_retention_below_the_minimum_is_invalid(stub, days: int) -> None:
+    request = pb.PurgeRequest(retention_days=days)
+    error = rpc_error(lambda: stub.Purge(request, metadata=service(), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "retention_days" in field_violations(error)
+
+
+def test_batch_size_out_of_range_is_invalid(stub) -> None:
+    request = pb.PurgeRequest(batch_size=10_001)
+    error = rpc_error(lambda: stub.Purge(request, metadata=service(), timeout=5))
+    assert "batch_size" in field_violations(error)
+
+
+def test_dry_run_counts_and_deletes_nothing(stub, admin: psycopg.Connection) -> None:
+    owners = _seed_deleted(admin, [31, 45, 10])
+    active = uuid.uuid4()
+    admin.execute("INSERT INTO profile.profiles (owner_id) VALUES (%s)", (active,))
+    response = stub.Purge(pb.PurgeRequest(dry_run=True), metadata=service(), timeout=5)
+    assert response.purge_count == 2
+    assert _remaining(admin) == {*owners, active}
+
+
+def test_purge_removes_exactly_the_profiles_past_retention(stub, admin: psycopg.Connection) -> None:
+    expired = _seed_deleted(admin, [30.01, 31, 400])
+    kept = _seed_deleted(admin, [29.9, 1, 0])
+    active = uuid.uuid4()
+    admin.execute("INSERT INTO profile.profiles (owner_id) VALUES (%s)", (active,))
+    response = stub.Purge(pb.PurgeRequest(batch_size=2), metadata=service(), timeout=10)
+    assert response.purge_count == len(expired)
+    assert _remaining(admin) == {*kept, active}
+    again = stub.Purge(pb.PurgeRequest(), metadata=service(), timeout=10)
+    assert again.purge_count == 0
+
+
+def test_a_longer_retention_keeps_more(stub, admin: psycopg.Connection) -> None:
+    _seed_deleted(admin, [31, 59])
+    old = _seed_deleted(admin, [61])
+    response = stub.Purge(pb.PurgeRequest(retention_days=60), metadata=service(), timeout=10)
+    assert response.purge_count == 1
+    assert not set(old) & _remaining(admin)
+
+
+def test_two_concurrent_purges_count_each_row_once(stub, admin: psycopg.Connection) -> None:
+    _seed_deleted(admin, [31 + i % 50 for i in range(3000)])
+    counts: list[int] = []
+    errors: list[grpc.RpcError] = []
+    barrier = threading.Barrier(2)
+
+    def purge() -> None:
+        barrier.wait()
+        try:
+            counts.append(
+                stub.Purge(
+                    pb.PurgeRequest(batch_size=100), metadata=service(), timeout=30
+                ).purge_count
+            )
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=purge) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(counts) == 3000
+    assert _remaining(admin) == set()

@@ -1,0 +1,110 @@
+"""Bad input: INVALID_ARGUMENT naming the field, never INTERNAL, and the table unchanged."""
+
+import uuid
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf import struct_pb2
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from tests.e2e.conftest import field_violations, rpc_error, user
+
+
+def _params(value: object) -> struct_pb2.Struct:
+    params = struct_pb2.Struct()
+    params.update({"payload": value})
+    return params
+
+
+BAD_PROFILES: dict[str, tuple[pb.Profile, str]] = {
+    "negative age": (pb.Profile(age=-1), "profile.age"),
+    "zero age": (pb.Profile(age=0), "profile.age"),
+    "absurd age": (pb.Profile(age=500), "profile.age"),
+    "zero height": (pb.Profile(height_cm=0), "profile.height_cm"),
+    "absurd height": (pb.Profile(height_cm=1000), "profile.height_cm"),
+    "negative weight": (pb.Profile(weight_kg=-70), "profile.weight_kg"),
+    "absurd weight": (pb.Profile(weight_kg=5000), "profile.weight_kg"),
+    "over-long limitations": (pb.Profile(limitations="x" * 2001), "profile.limitations"),
+    "over-long sex": (pb.Profile(sex="x" * 33), "profile.sex"),
+    "NUL in text": (pb.Profile(primary_goal="get\x00strong"), "profile.primary_goal"),
+    "NUL in equipment": (
+        pb.Profile(available_equipment=["bench", "bar\x00bell"]),
+        "profile.available_equipment[1]",
+    ),
+    "empty equipment item": (
+        pb.Profile(available_equipment=[""]),
+        "profile.available_equipment[0]",
+    ),
+    "too many equipment items": (
+        pb.Profile(available_equipment=[f"item {i}" for i in range(51)]),
+        "profile.available_equipment",
+    ),
+    "NUL in a generation_params string": (
+        pb.Profile(generation_params=_params({"note": "a\x00b"})),
+        "profile.generation_params.payload.note",
+    ),
+    "NUL in a generation_params key": (
+        pb.Profile(generation_params=_params({"k\x00": 1})),
+        "profile.generation_params.payload.k\x00",
+    ),
+    "non-finite number in generation_params": (
+        pb.Profile(generation_params=_params(float("inf"))),
+        "profile.generation_params",
+    ),
+    "oversized generation_params": (
+        pb.Profile(generation_params=_params("x" * 17_000)),
+        "profile.generation_params",
+    ),
+    "non-UUID owner_id": (pb.Profile(owner_id="not-a-uuid", age=30), "profile.owner_id"),
+}
+
+
+@pytest.fixture
+def owner_with_profile(stub) -> tuple[str, pb.Profile]:
+    sub = str(uuid.uuid4())
+    profile = stub.Upsert(
+        pb.UpsertRequest(profile=pb.Profile(age=30, limitations="none")),
+        metadata=user(sub),
+        timeout=5,
+    )
+    return sub, profile
+
+
+@pytest.mark.parametrize(("profile", "field"), BAD_PROFILES.values(), ids=BAD_PROFILES)
+def test_bad_field_is_invalid_argument_and_nothing_changes(
+    stub,
+    admin: psycopg.Connection,
+    owner_with_profile: tuple[str, pb.Profile],
+    profile: pb.Profile,
+    field: str,
+) -> None:
+    sub, before = owner_with_profile
+    request = pb.UpsertRequest(profile=profile)
+    error = rpc_error(lambda: stub.Upsert(request, metadata=user(sub), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in field_violations(error), field_violations(error)
+    assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5) == before
+    assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (1,)
+
+
+def test_every_bad_field_is_reported_at_once(stub) -> None:
+    request = pb.UpsertRequest(profile=pb.Profile(age=0, height_cm=0, sex="\x00"))
+    error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+    assert set(field_violations(error)) == {"profile.age", "profile.height_cm", "profile.sex"}
+    assert "profile.age" in (error.details() or "")
+
+
+def test_limits_are_inclusive(stub) -> None:
+    md = user(uuid.uuid4())
+    profile = pb.Profile(
+        age=120,
+        height_cm=272,
+        weight_kg=20,
+        limitations="x" * 2000,
+        available_equipment=["y" * 100] * 50,
+        generation_params=_params("z" * 15_000),
+    )
+    saved = stub.Upsert(pb.UpsertRequest(profile=profile), metadata=md, timeout=5)
+    assert (saved.age, saved.height_cm, saved.weight_kg) == (120, 272, 20)
+    assert len(saved.available_equipment) == 50
