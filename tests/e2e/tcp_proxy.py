@@ -1,0 +1,81 @@
+"""A TCP proxy in front of PostgreSQL that a test can cut and restore, to fake an outage."""
+
+import contextlib
+import socket
+import threading
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to an upstream TCP address or Unix socket path."""
+
+    def __init__(self, upstream: tuple[str, int] | str) -> None:
+        self._upstream = upstream
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        """Listen (on the same port as before, after a cut) and forward new connections."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and break every open one, as a dead database would."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, []
+        if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not, and the
+            # listening socket would go on accepting.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self._upstream, str):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        upstream.connect(self._upstream)
+        return upstream
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = self._connect_upstream()
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_RDWR)

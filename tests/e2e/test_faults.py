@@ -1,0 +1,157 @@
+"""Faults: the database going away, deadlines, SIGTERM mid-call. The service must recover."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from profile_service import server
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.config import Settings
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import rpc_error, server_env, user
+from tests.e2e.tcp_proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _upstream(url: str) -> tuple[str, int] | str:
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    stop = time.monotonic() + timeout
+    while time.monotonic() < stop:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _health(channel: grpc.Channel) -> int:
+    try:
+        request = health_pb2.HealthCheckRequest(service="profile.v1.ProfileService")
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status
+    except grpc.RpcError:
+        return -1
+
+
+@pytest.fixture
+def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, grpc.Channel]]:
+    proxy = TcpProxy(_upstream(test_db.service_url))
+    proxy.start()
+    url = make_conninfo(test_db.service_url, host="127.0.0.1", port=str(proxy.port))
+    running = server.start(Settings.from_env(server_env(url)), host="127.0.0.1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield proxy, channel
+    finally:
+        running.stop(grace=1)
+        proxy.cut()
+
+
+def test_database_outage_is_unavailable_within_deadline_then_recovers(
+    proxied: tuple[TcpProxy, grpc.Channel], admin: psycopg.Connection
+) -> None:
+    proxy, channel = proxied
+    stub = pb_grpc.ProfileServiceStub(channel)
+    md = user(uuid.uuid4())
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=md, timeout=5)
+
+    proxy.cut()
+    for _ in range(3):  # broken pooled connections and refused new ones alike
+        started = time.monotonic()
+        error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1.5))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 1.5
+    assert _wait_for(lambda: _health(channel) == NOT_SERVING)
+
+    proxy.restore()
+    assert _wait_for(lambda: _health(channel) == SERVING)
+    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+
+
+def test_a_slow_database_is_unavailable_before_the_callers_deadline(
+    stub: pb_grpc.ProfileServiceStub, test_db: ThrowawayDatabase
+) -> None:
+    sub = uuid.uuid4()
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+    with psycopg.connect(test_db.admin_url) as locker:
+        locker.execute("SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,))
+        started = time.monotonic()
+        request = pb.UpsertRequest(profile=pb.Profile(age=31))
+        error = rpc_error(lambda: stub.Upsert(request, metadata=user(sub), timeout=1.0))
+        elapsed = time.monotonic() - started
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert elapsed < 1.0
+    # The row lock held the write back, and the timed-out write left nothing behind.
+    assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(
+    test_db: ThrowawayDatabase, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {**os.environ, **server_env(test_db.service_url, GRPC_PORT=str(port))}
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "profile_service", "serve"], env=env, stdout=log, stderr=log
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert _wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            stub = pb_grpc.ProfileServiceStub(channel)
+            sub = uuid.uuid4()
+            stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+            results: list[object] = []
+            with psycopg.connect(test_db.admin_url) as locker:
+                # Hold the row so the calls below stay in flight until we let go.
+                locker.execute(
+                    "SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,)
+                )
+
+                def call(age: int) -> None:
+                    request = pb.UpsertRequest(profile=pb.Profile(age=age))
+                    try:
+                        results.append(stub.Upsert(request, metadata=user(sub), timeout=8).age)
+                    except grpc.RpcError as exc:
+                        results.append(exc.code())
+
+                threads = [threading.Thread(target=call, args=(40 + i,)) for i in range(4)]
+                for t in threads:
+                    t.start()
+                time.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.5)
+                assert process.poll() is None, "exited before its calls finished"
+            for t in threads:
+                t.join()
+        assert sorted(results) == [40, 41, 42, 43]  # type: ignore[type-var]
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
