@@ -35,5 +35,9 @@ setup(
         }
     ),
     package_dir={"profile_service.migrations": "migrations"},
-    package_data={"profile_service": ["py.typed"], "profile_service.migrations": ["*.mako"]},
+    package_data={
+        "profile_service": ["py.typed"],
+        "profile_service._proto": ["*.binpb"],
+        "profile_service.migrations": ["*.mako"],
+    },
 )

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
 
-from profile_service import db
+from profile_service import db, reflection
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
@@ -115,13 +114,12 @@ def start(settings: Settings, *, host: str = "[::]") -> RunningServer:
     )
     pb_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(service), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
+    reflection.enable(
+        server,
         (
             pb.DESCRIPTOR.services_by_name["ProfileService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ),
-        server,
     )
     port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
     monitor.check_once()

@@ -26,6 +26,9 @@ def generate(with_stubs: bool = True) -> None:
         f"-I{well_known}",
         "--python_out=.",
         "--grpc_python_out=.",
+        # With source info, so reflection can hand the comments to `grpcurl describe`.
+        "--include_source_info",
+        f"--descriptor_set_out={_MAPPED_ROOT}/profile_service.binpb",
     ]
     if with_stubs:
         args += ["--mypy_out=.", "--mypy_grpc_out=."]

@@ -1,12 +1,19 @@
-"""`make run`: a development database (found or embedded), migrated, ready for the server."""
+"""`make run`: a development database (found or embedded), migrated, and the server on :50051.
 
-import logging
+Serves with a development JWT secret and prints ready-to-paste grpcurl commands.
+"""
 
-from profile_service import migrate
+import os
+import shlex
+import sys
+
+from profile_service import logs, migrate, server, tokens
+from profile_service.config import Settings
 from profile_service.dev import database as devdb
 
-_LOGGER = logging.getLogger(__name__)
 DEV_DATABASE = "profile_dev"
+DEV_JWT_SECRET = "dev-only-secret-never-use-in-production"  # noqa: S105 - printed in the README
+DEMO_USER = "11111111-1111-4111-8111-111111111111"
 
 
 def prepare_database() -> str:
@@ -18,15 +25,51 @@ def prepare_database() -> str:
     return devdb.ensure_service_login(admin_url)
 
 
-def main() -> None:
-    """Prepare the database and say where it is."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    service_url = prepare_database()
-    _LOGGER.info(
-        "database %s migrated; the service logs in as %s", DEV_DATABASE, devdb.SERVICE_LOGIN_ROLE
-    )
-    print(f"DATABASE_URL={service_url}")
+def grpcurl_commands(port: int, grpcurl: str, secret: str) -> str:
+    """Commands to paste into another terminal, with fresh tokens (valid for a day)."""
+    user = tokens.mint(secret, role="authenticated", sub=DEMO_USER, ttl_seconds=86400)
+    svc = tokens.mint(secret, role="service_role", ttl_seconds=86400)
+    target = f"localhost:{port}"
+    auth = '-H "authorization: Bearer $USER_TOKEN"'
+    upsert = '{"profile": {"age": 34, "heightCm": 170, "availableEquipment": ["barbell"]}}'
+    masked = '{"updateMask": {"paths": ["age"]}, "profile": {"age": 35}}'
+    return f"""
+The Profile Service is up on {target}. In another terminal, from this directory:
+
+  export USER_TOKEN={user}
+  export SERVICE_TOKEN={svc}
+
+  {grpcurl} -plaintext {target} list
+  {grpcurl} -plaintext {target} describe profile.v1.ProfileService
+  {grpcurl} -plaintext {auth} -d {shlex.quote(upsert)} {target} profile.v1.ProfileService/Upsert
+  {grpcurl} -plaintext {auth} -d {shlex.quote(masked)} {target} profile.v1.ProfileService/Upsert
+  {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/Get
+  {grpcurl} -plaintext -H "authorization: Bearer $SERVICE_TOKEN" \\
+      -d '{{"ownerId": "{DEMO_USER}"}}' {target} profile.v1.ProfileService/Get
+  {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/SoftDelete
+  {grpcurl} -plaintext -emit-defaults -H "authorization: Bearer $SERVICE_TOKEN" \\
+      -d '{{"dryRun": true}}' {target} profile.v1.ProfileService/Purge
+  {grpcurl} -plaintext {target} grpc.health.v1.Health/Check
+
+More tokens: JWT_SECRET={secret} .venv/bin/profile-service token --sub <uuid>
+Stop with Ctrl-C (the server drains in-flight calls first).
+"""
+
+
+def main() -> int:
+    """Prepare the database, print the grpcurl commands, serve until Ctrl-C or SIGTERM."""
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    env = {
+        "GRPC_PORT": "50051",
+        **os.environ,
+        "DATABASE_URL": prepare_database(),
+        "JWT_SECRET": os.environ.get("JWT_SECRET", DEV_JWT_SECRET),
+    }
+    settings = Settings.from_env(env)
+    grpcurl = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "grpcurl"))
+    print(grpcurl_commands(settings.grpc_port, grpcurl, env["JWT_SECRET"]), flush=True)
+    return server.serve(settings)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The `profile-service` command line, run as the CronJob and an operator would run it."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import psycopg
+import pytest
+
+from profile_service.dev import database as devdb
+from profile_service.server import RunningServer
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import SECRET, server_env
+
+CLI = str(Path(sys.executable).parent / "profile-service")
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+    return subprocess.run(
+        [CLI, *args], env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_token_prints_only_a_token_with_the_asked_claims() -> None:
+    sub = str(uuid.uuid4())
+    result = _run("token", "--sub", sub, "--ttl", "120", JWT_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert "\n" not in token
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["role"]) == (sub, "authenticated")
+    assert 110 <= claims["exp"] - time.time() <= 121
+
+
+def test_token_for_a_user_needs_a_sub() -> None:
+    result = _run("token", JWT_SECRET=SECRET)
+    assert result.returncode == 2
+    assert "--sub" in result.stderr
+
+
+def test_token_without_a_secret_says_what_is_missing() -> None:
+    result = _run("token", "--role", "service_role")
+    assert result.returncode == 2
+    assert "JWT_SECRET" in result.stderr
+
+
+def _seed_expired(admin: psycopg.Connection, count: int) -> None:
+    for _ in range(count):
+        admin.execute(
+            "INSERT INTO profile.profiles (owner_id, deleted_at) "
+            "VALUES (%s, now() - interval '40 days')",
+            (uuid.uuid4(),),
+        )
+
+
+def test_purge_prints_the_count_and_exits_zero(
+    running_server: RunningServer, admin: psycopg.Connection
+) -> None:
+    _seed_expired(admin, 3)
+    target = f"127.0.0.1:{running_server.port}"
+    dry = _run("purge", "--target", target, "--dry-run", JWT_SECRET=SECRET)
+    assert (dry.returncode, dry.stdout.strip()) == (0, "3"), dry.stderr
+    real = _run("purge", "--target", target, "--batch-size", "2", JWT_SECRET=SECRET)
+    assert (real.returncode, real.stdout.strip()) == (0, "3"), real.stderr
+    assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (0,)
+
+
+def test_purge_fails_visibly_when_the_server_refuses(running_server: RunningServer) -> None:
+    target = f"127.0.0.1:{running_server.port}"
+    result = _run("purge", "--target", target, "--retention-days", "5", JWT_SECRET=SECRET)
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stderr
+    forged = _run("purge", "--target", target, JWT_SECRET="a-different-secret-of-enough-length")
+    assert forged.returncode == 1
+    assert "UNAUTHENTICATED" in forged.stderr
+
+
+def test_purge_fails_visibly_when_the_server_is_down() -> None:
+    result = _run("purge", "--target", "127.0.0.1:1", "--timeout", "2", JWT_SECRET=SECRET)
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr
+
+
+def test_migrate_needs_database_url() -> None:
+    result = _run("migrate")
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+
+
+def test_migrate_upgrades_the_database(server_admin_url: str) -> None:
+    name = devdb.create_database(server_admin_url, prefix="profile_cli")
+    url = devdb.with_database(server_admin_url, name)
+    try:
+        result = _run("migrate", DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT to_regclass('profile.profiles') IS NOT NULL").fetchone()
+        assert row == (True,)
+    finally:
+        devdb.drop_database(server_admin_url, name)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ["DATABASE_URL is required", "JWT_SECRET is required"]),
+        ({"PURGE_MIN_RETENTION_DAYS": "10"}, ["PURGE_MIN_RETENTION_DAYS must be at least 30"]),
+        ({"GRPC_PORT": "http"}, ["GRPC_PORT must be a whole number"]),
+        ({"JWT_SECRET": "short"}, ["JWT_SECRET must be at least 32 characters"]),
+    ],
+)
+def test_serve_stops_at_start_up_on_bad_configuration(
+    test_db: ThrowawayDatabase, env: dict[str, str], expected: list[str]
+) -> None:
+    full = server_env(test_db.service_url) if env else {}
+    result = _run("serve", **{**full, **env})
+    assert result.returncode == 2
+    for message in expected:
+        assert message in result.stderr
+
+
+def test_serve_refuses_a_login_role_that_bypasses_rls(test_db: ThrowawayDatabase) -> None:
+    result = _run("serve", **server_env(test_db.admin_url))
+    assert result.returncode == 2
+    assert "superuser" in result.stderr
