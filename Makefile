@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 # protoc finds the mypy-protobuf plugins on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install proto run test lint clean
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+
+.PHONY: install proto run test lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,19 +19,24 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP) proto
 
+# buf (protobuf linter) comes from the npm registry, pinned; .tools/ is git-ignored.
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
 run: install
 	$(BIN)/python -m profile_service.dev.run
 
-test: install
+test: install $(BUF)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install $(BUF)
+	$(BUF) lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy profile_service
 
 clean:
-	rm -rf $(VENV) profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -34,15 +34,15 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
     """Logs every unary call except health checks, which a kubelet sends every few seconds."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap unary handlers (once per method) with timing and logging."""
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or method.startswith("/grpc.health."):
             return handler

@@ -60,7 +60,9 @@ class TokenVerifier:
     call. It is bounded, and an entry is never used past its token's `exp`.
     """
 
-    def __init__(self, settings: Settings, cache_size: int = 10_000) -> None:
+    def __init__(
+        self, settings: Settings, cache_size: int = 10_000, leeway_seconds: float = 5
+    ) -> None:
         key = settings.jwt_public_key or settings.jwt_secret
         if not key:
             raise ValueError("no JWT key configured")
@@ -75,6 +77,8 @@ class TokenVerifier:
         }
         self._cache: OrderedDict[str, Caller] = OrderedDict()
         self._cache_size = cache_size
+        # Clock skew allowed between the issuer and us, on exp.
+        self._leeway = leeway_seconds
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Caller:
@@ -101,7 +105,7 @@ class TokenVerifier:
                     algorithms=self._algorithms,
                     audience=self._audience,
                     options=self._options,  # type: ignore[arg-type]
-                    leeway=5,
+                    leeway=self._leeway,
                 )
                 break
             except jwt.InvalidSignatureError:
@@ -170,15 +174,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap unary API handlers (once per method) with token verification."""
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         handler = continuation(handler_call_details)
         if handler is None or not method.startswith(API_PREFIX) or handler.unary_unary is None:
             return handler
@@ -197,7 +201,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                caller = verifier.verify(bearer_token(context.invocation_metadata()))  # type: ignore[arg-type]
+                caller = verifier.verify(bearer_token(context.invocation_metadata()))
             except AuthError as exc:
                 context.abort(exc.code, exc.message)
             access_log.annotate("role", caller.role)

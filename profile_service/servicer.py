@@ -89,7 +89,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
     """The writable fields of a Profile message as column values (None for unset)."""
     values: dict[str, Any] = {
-        name: getattr(profile, name) if profile.HasField(name) else None
+        name: getattr(profile, name) if profile.HasField(name) else None  # type: ignore[arg-type]
         for name in _OPTIONAL_SCALARS
     }
     values["available_equipment"] = list(profile.available_equipment) or None

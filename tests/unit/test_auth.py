@@ -1,0 +1,64 @@
+"""Token verification without a server: claims → caller, and the verified-token cache."""
+
+import time
+
+import grpc
+import jwt
+import pytest
+
+from profile_service.auth import AuthError, TokenVerifier, bearer_token
+from profile_service.config import Settings
+
+SECRET = "k" * 40
+SUB = "00000000-0000-4000-8000-000000000001"
+
+
+def _verifier(**env: str) -> TokenVerifier:
+    return TokenVerifier(
+        Settings.from_env({"DATABASE_URL": "postgresql://x@h/d", "JWT_SECRET": SECRET, **env}),
+        leeway_seconds=0,
+    )
+
+
+def _token(**claims: object) -> str:
+    payload = {"sub": SUB, "role": "authenticated", "exp": time.time() + 60, **claims}
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, SECRET, "HS256")
+
+
+def test_claims_become_the_caller_with_an_allowlisted_role() -> None:
+    caller = _verifier().verify(_token(role="service_role", sub=None))
+    assert (caller.role, caller.sub, caller.is_user) == ("service_role", None, False)
+    assert '"role":"service_role"' in caller.claims_json
+
+
+def test_a_cached_token_is_not_used_past_its_expiry() -> None:
+    verifier = _verifier()
+    token = _token(exp=time.time() + 1)
+    assert verifier.verify(token).sub == SUB
+    time.sleep(1.2)
+    with pytest.raises(AuthError) as info:
+        verifier.verify(token)
+    assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_cache_is_bounded() -> None:
+    verifier = TokenVerifier(
+        Settings.from_env({"DATABASE_URL": "postgresql://x@h/d", "JWT_SECRET": SECRET}),
+        cache_size=3,
+    )
+    for i in range(10):
+        verifier.verify(_token(jti=str(i)))
+    assert len(verifier._cache) == 3
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [(), (("authorization", "Token abc"),), (("authorization", "Bearer"),)],
+)
+def test_bearer_token_requires_the_bearer_scheme(metadata: tuple[tuple[str, str], ...]) -> None:
+    with pytest.raises(AuthError):
+        bearer_token(metadata)
+
+
+def test_bearer_scheme_is_case_insensitive() -> None:
+    assert bearer_token((("authorization", "bearer abc"),)) == "abc"

@@ -1,0 +1,26 @@
+"""The proto file: buf lint clean, and the generated code current."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUF = ROOT / ".tools/node_modules/.bin/buf"
+
+
+def test_protos_pass_buf_lint() -> None:
+    assert BUF.exists(), "buf is missing: `make test` installs it (.tools/)"
+    result = subprocess.run(
+        [str(BUF), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_matches_the_proto() -> None:
+    from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+
+    service = pb.DESCRIPTOR.services_by_name["ProfileService"]
+    assert service.full_name == "profile.v1.ProfileService"
+    assert [m.name for m in service.methods] == ["Get", "Upsert", "SoftDelete", "Purge"]
+    source = (ROOT / "protos/profile/v1/profile_service.proto").read_text()
+    for field in pb.Profile.DESCRIPTOR.fields:
+        assert f" {field.name} = {field.number};" in source
