@@ -4,6 +4,8 @@ Never the token, the `sub`, or any profile field (GDPR). The request id comes fr
 `x-request-id` metadata, or is generated, and is returned in the trailing metadata.
 """
 
+from __future__ import annotations
+
 import contextvars
 import logging
 import time

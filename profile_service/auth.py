@@ -4,6 +4,8 @@ Like PostgREST's Auth module, this only turns a token into claims and a database
 caller may do is decided by the service (per RPC) and by row-level security (per row).
 """
 
+from __future__ import annotations
+
 import contextvars
 import json
 import threading
