@@ -155,3 +155,22 @@ def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(
             process.kill()
             process.wait()
         log.close()
+
+
+def test_an_unexpected_database_error_is_internal_without_detail(
+    stub: pb_grpc.ProfileServiceStub, test_db: ThrowawayDatabase
+) -> None:
+    rename = "ALTER FUNCTION profile.restart_own_deleted_profile() RENAME TO {}"
+    with psycopg.connect(test_db.admin_url, autocommit=True) as conn:
+        conn.execute(rename.format("restart_gone"))
+        try:
+            request = pb.UpsertRequest(profile=pb.Profile(age=30, limitations="private"))
+            error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+        finally:
+            conn.execute(
+                rename.replace("restart_own_deleted_profile", "restart_gone").format(
+                    "restart_own_deleted_profile"
+                )
+            )
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error"
