@@ -1,4 +1,5 @@
-"""One structured log line per API call: request id, method, status, latency, caller role.
+"""Per API call: one structured log line (request id, method, status, latency, caller role) and
+the request metrics.
 
 Never the token, the `sub`, or any profile field (GDPR). The request id comes from the
 `x-request-id` metadata, or is generated, and is returned in the trailing metadata.
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+from profile_service import metrics
 
 _LOGGER = logging.getLogger("profile_service.access")
 _REQUEST_ID_KEY = "x-request-id"
@@ -51,7 +54,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
         wrapped = self._wrapped.get(method)
         if wrapped is None:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                _logged(method, handler.unary_unary),
+                _observed(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -66,7 +69,9 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-def _logged(method: str, behavior: Behavior) -> Behavior:
+def _observed(method: str, behavior: Behavior) -> Behavior:
+    short_name = method.rsplit("/", 1)[-1]
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
@@ -83,13 +88,15 @@ def _logged(method: str, behavior: Behavior) -> Behavior:
             raise
         finally:
             _ANNOTATIONS.reset(token)
+            seconds = time.perf_counter() - started
+            metrics.observe_call(short_name, code.name, seconds)
             _LOGGER.info(
                 "call",
                 extra={
                     "request_id": request_id,
                     "method": method,
                     "code": code.name,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "latency_ms": round(seconds * 1000, 3),
                     **notes,
                 },
             )

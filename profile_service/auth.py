@@ -68,7 +68,11 @@ class TokenVerifier:
         key = settings.jwt_public_key or settings.jwt_secret
         if not key:
             raise ValueError("no JWT key configured")
-        self._keys = [key]
+        # During a rotation the previous secret is still accepted, so callers holding tokens
+        # signed with it are not refused while the new one rolls out.
+        self._keys = [key] + (
+            [settings.jwt_secret_previous] if settings.jwt_secret_previous else []
+        )
         # The algorithm is configuration, never read from the token header (no `alg: none`).
         self._algorithms = [settings.jwt_algorithm]
         self._audience = settings.jwt_audience

@@ -17,10 +17,14 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(_: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from profile_service import logs, server
 
     settings = Settings.from_env()
+    if args.workers is not None:
+        settings = dataclasses.replace(settings, workers=args.workers)
     logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
     try:
         return server.serve(settings)
@@ -84,9 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="alembic upgrade head on DATABASE_URL (run as the schema owner)"
     ).set_defaults(handler=_migrate)
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve", help="serve gRPC on GRPC_PORT; SIGTERM drains in-flight calls, then exits 0"
-    ).set_defaults(handler=_serve)
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (default: $WORKERS, else the number of CPUs)",
+    )
+    serve.set_defaults(handler=_serve)
 
     purge = commands.add_parser(
         "purge", help="call Purge with a short-lived service_role token; print the count"

@@ -19,10 +19,14 @@ class Settings:
 
     database_url: str
     jwt_secret: str | None
+    jwt_secret_previous: str | None
     jwt_public_key: str | None
     jwt_algorithm: str
     jwt_audience: str | None
     grpc_port: int
+    metrics_port: int
+    workers: int
+    max_connection_age_seconds: float
     purge_min_retention_days: int
     db_pool_size: int
     db_prepare: bool
@@ -49,13 +53,22 @@ class Settings:
             reader.fault("JWT_SECRET", "is required (or set JWT_PUBLIC_KEY)")
         elif len(secret) < 32:
             reader.fault("JWT_SECRET", "must be at least 32 characters")
+        previous = reader.text("JWT_SECRET_PREVIOUS")
+        if previous and len(previous) < 32:
+            reader.fault("JWT_SECRET_PREVIOUS", "must be at least 32 characters")
         settings = cls(
             database_url=reader.required("DATABASE_URL"),
             jwt_secret=None if public_key else secret,
+            jwt_secret_previous=None if public_key else previous,
             jwt_public_key=public_key,
             jwt_algorithm=algorithm,
             jwt_audience=reader.text("JWT_AUDIENCE"),
             grpc_port=reader.integer("GRPC_PORT", 50051, 0, 65535),
+            metrics_port=reader.integer("METRICS_PORT", 9090, 0, 65535),
+            workers=reader.integer("WORKERS", _cpu_count(), 1, 256),
+            max_connection_age_seconds=reader.number(
+                "GRPC_MAX_CONNECTION_AGE_SECONDS", 300.0, 1, 86400
+            ),
             purge_min_retention_days=reader.integer(
                 "PURGE_MIN_RETENTION_DAYS",
                 DATABASE_PURGE_FLOOR_DAYS,
@@ -90,6 +103,11 @@ class SigningSettings:
         settings = cls(reader.required("JWT_SECRET"), reader.text("JWT_AUDIENCE"))
         reader.raise_if_faulty()
         return settings
+
+
+def _cpu_count() -> int:
+    # The CPUs this process may run on (a cpuset), not all the machine's.
+    return len(os.sched_getaffinity(0))
 
 
 class _Reader:

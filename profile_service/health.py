@@ -7,6 +7,8 @@ import psycopg
 from grpc_health.v1 import health, health_pb2
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from profile_service import metrics
+
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = "profile.v1.ProfileService"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -74,5 +76,6 @@ class DatabaseHealthMonitor:
     def _loop(self) -> None:
         while not self._stopped.is_set():
             self.check_once()
+            metrics.observe_pool(self._pool)
             self._wake.wait(self._interval)
             self._wake.clear()

@@ -5,12 +5,13 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from psycopg_pool import ConnectionPool
 
-from profile_service import db, reflection
+from profile_service import db, metrics, reflection
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
@@ -35,12 +36,17 @@ class RunningServer:
     port: int
     pool: ConnectionPool
     health: DatabaseHealthMonitor
+    metrics_server: WSGIServer | None = None
+    metrics_port: int | None = None
 
     def stop(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish within `grace`, close the pool."""
         self.health.stop()
         self.server.stop(grace).wait()
         self.pool.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
 
 def check_login_role(pool: ConnectionPool, timeout: float) -> None:
@@ -82,8 +88,14 @@ def check_login_role(pool: ConnectionPool, timeout: float) -> None:
         )
 
 
-def start(settings: Settings, *, host: str = "[::]") -> RunningServer:
-    """Open the pool, check the login role, and start serving on settings.grpc_port (0: any)."""
+def start(
+    settings: Settings, *, host: str = "[::]", serve_metrics: bool = True, reuse_port: bool = False
+) -> RunningServer:
+    """Open the pool, check the login role, and start serving on settings.grpc_port (0: any).
+
+    `reuse_port` lets several worker processes share the port; `serve_metrics` is off in
+    workers, whose parent serves their sum.
+    """
     pool = db.create_pool(
         settings.database_url,
         min_size=settings.db_pool_size,
@@ -111,6 +123,7 @@ def start(settings: Settings, *, host: str = "[::]") -> RunningServer:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="rpc"),
         interceptors=[AccessLogInterceptor(), AuthInterceptor(TokenVerifier(settings))],
+        options=_server_options(settings, reuse_port),
     )
     pb_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(service), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -125,16 +138,40 @@ def start(settings: Settings, *, host: str = "[::]") -> RunningServer:
     monitor.check_once()
     monitor.start()
     server.start()
+    running = RunningServer(server=server, port=port, pool=pool, health=monitor)
+    if serve_metrics:
+        running.metrics_server, running.metrics_port = metrics.serve(settings.metrics_port)
     _LOGGER.info("serving %s on port %d", SERVICE_NAME, port)
-    return RunningServer(server=server, port=port, pool=pool, health=monitor)
+    return running
 
 
-def serve(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT; drain in-flight calls; return the exit code (0)."""
+def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
+    age_ms = int(settings.max_connection_age_seconds * 1000)
+    return [
+        # HTTP/2 connections live long and a Service balances connections, not calls: closing
+        # each connection after a while (with a grace for calls on it) makes clients reconnect
+        # and spread over the pods, new ones included.
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
+        # gRPC turns SO_REUSEPORT on by default; a lone server keeps it off, so that a second
+        # one on the same port fails loudly instead of silently sharing its calls.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+
+
+def serve(settings: Settings, *, worker: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT; drain in-flight calls; return the exit code (0).
+
+    With settings.workers > 1, supervises that many worker processes instead (workers.py).
+    """
+    if settings.workers > 1 and not worker:
+        from profile_service import workers
+
+        return workers.supervise(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    running = start(settings)
+    running = start(settings, serve_metrics=not worker, reuse_port=worker)
     stop.wait()
     _LOGGER.info("shutting down: draining calls for up to %.0fs", settings.shutdown_grace_seconds)
     running.stop(settings.shutdown_grace_seconds)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from profile_service import db, repository
+from profile_service import db, metrics, repository
 from profile_service.auth import Caller
 from profile_service.repository import Row
 from profile_service.validation import (
@@ -121,6 +121,7 @@ class ProfileService:
                 caller, lambda c: repository.purge_batch(c, days, limit), False, deadline
             )
             total += deleted
+            metrics.PURGED.inc(deleted)
             if deleted == 0:
                 return total
 

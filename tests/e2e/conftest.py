@@ -21,6 +21,8 @@ def server_env(database_url: str, **overrides: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "JWT_SECRET": SECRET,
         "GRPC_PORT": "0",
+        "METRICS_PORT": "0",
+        "WORKERS": "1",
         "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
         "DB_TIMEOUT_SECONDS": "2",
         **overrides,

@@ -24,6 +24,7 @@ from profile_service.config import Settings
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import rpc_error, server_env, user
 from tests.e2e.tcp_proxy import TcpProxy
+from tests.e2e.test_observability import scrape
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -110,11 +111,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(
+def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
     test_db: ThrowawayDatabase, tmp_path: Path
 ) -> None:
-    port = _free_port()
-    env = {**os.environ, **server_env(test_db.service_url, GRPC_PORT=str(port))}
+    port, metrics_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        **server_env(
+            test_db.service_url,
+            GRPC_PORT=str(port),
+            METRICS_PORT=str(metrics_port),
+            WORKERS="2",
+        ),
+    }
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "profile_service", "serve"], env=env, stdout=log, stderr=log
@@ -134,15 +143,26 @@ def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(
 
                 def call(age: int) -> None:
                     request = pb.UpsertRequest(profile=pb.Profile(age=age))
-                    try:
-                        results.append(stub.Upsert(request, metadata=user(sub), timeout=8).age)
-                    except grpc.RpcError as exc:
-                        results.append(exc.code())
+                    # A connection of its own, so the kernel may hand it to either worker.
+                    options = [("grpc.use_local_subchannel_pool", 1)]
+                    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as own:
+                        try:
+                            results.append(
+                                pb_grpc.ProfileServiceStub(own)
+                                .Upsert(request, metadata=user(sub), timeout=8)
+                                .age
+                            )
+                        except grpc.RpcError as exc:
+                            results.append(exc.code())
 
                 threads = [threading.Thread(target=call, args=(40 + i,)) for i in range(4)]
                 for t in threads:
                     t.start()
                 time.sleep(0.5)
+                # The parent sums its workers' metrics.
+                samples = scrape(metrics_port)
+                key = ("profile_requests_total", (("code", "OK"), ("method", "Upsert")))
+                assert samples[key] == 1
                 process.send_signal(signal.SIGTERM)
                 time.sleep(0.5)
                 assert process.poll() is None, "exited before its calls finished"

@@ -1,0 +1,86 @@
+"""`serve --workers N`: N server processes on one port, for all cores.
+
+Python threads share one core's worth of interpreter, so the service scales across cores with
+processes. Each worker is a full server (its own pool, health and interceptors) bound to the
+same port with SO_REUSEPORT; the kernel spreads connections over them. This parent only
+supervises: it serves the workers' summed metrics, forwards SIGTERM so every worker drains,
+and if a worker dies unexpectedly it stops the others and exits non-zero, so that Kubernetes
+restarts the pod rather than running it short of a worker.
+"""
+
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+
+from profile_service import metrics
+from profile_service.config import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _worker_main(settings: Settings) -> None:
+    from profile_service import logs, server
+
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    raise SystemExit(server.serve(settings, worker=True))
+
+
+def supervise(settings: Settings) -> int:
+    """Run settings.workers worker processes until SIGTERM/SIGINT; 0 if all drained cleanly."""
+    if settings.grpc_port == 0:
+        raise ValueError("several workers need a fixed GRPC_PORT to share")
+    with tempfile.TemporaryDirectory(prefix="profile-metrics-") as metrics_dir:
+        # The spawned workers inherit this and so write their metrics there, which is how
+        # prometheus_client's multiprocess mode sums them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+        # spawn, not fork: gRPC's threads do not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        children: list[BaseProcess] = [
+            context.Process(target=_worker_main, args=(settings,), name=f"worker-{i}")
+            for i in range(settings.workers)
+        ]
+        stopping = threading.Event()
+
+        def stop(*_: object) -> None:
+            stopping.set()
+            for child in children:
+                if child.pid is not None and child.exitcode is None:
+                    os.kill(child.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        for child in children:
+            child.start()
+        metrics_server, _ = metrics.serve(settings.metrics_port)
+        _LOGGER.info("supervising %d workers on port %d", len(children), settings.grpc_port)
+        try:
+            failed = _wait(children, stopping, stop)
+        finally:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+    return 1 if failed else 0
+
+
+def _wait(children: list[BaseProcess], stopping: threading.Event, stop: Callable[[], None]) -> bool:
+    """Wait until every child has exited; True if any exited badly or before being asked."""
+    failed = False
+    running = list(children)
+    while running:
+        wait([c.sentinel for c in running], timeout=1.0)
+        for child in [c for c in running if c.exitcode is not None]:
+            running.remove(child)
+            if child.pid is not None:
+                metrics.forget_process(child.pid)
+            if child.exitcode != 0 or not stopping.is_set():
+                failed = True
+                _LOGGER.error("%s exited with %s", child.name, child.exitcode)
+                if not stopping.is_set():
+                    stop()
+    return failed

@@ -1,0 +1,113 @@
+"""Metrics move with the calls; logs carry no secrets; keys can rotate without refusing callers."""
+
+import logging
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from profile_service import server, tokens
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.config import Settings
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import bearer, rpc_error, server_env, service, user
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample on /metrics: (name, sorted labels) → value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_calls_latency_pool_and_purges(
+    running_server: server.RunningServer, stub, admin: psycopg.Connection
+) -> None:
+    assert running_server.metrics_port
+    before = scrape(running_server.metrics_port)
+    md = user(uuid.uuid4())
+    for _ in range(3):
+        rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=5))
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=md, timeout=5)
+    admin.execute(
+        "INSERT INTO profile.profiles (owner_id, deleted_at) "
+        "VALUES (%s, now() - interval '90 days')",
+        (uuid.uuid4(),),
+    )
+    stub.Purge(pb.PurgeRequest(), metadata=service(), timeout=5)
+    after = scrape(running_server.metrics_port)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("profile_requests_total", method="Get", code="NOT_FOUND") == 3
+    assert moved("profile_requests_total", method="Upsert", code="OK") == 1
+    assert moved("profile_request_latency_seconds_count", method="Get") == 3
+    assert moved("profile_purged_total") == 1
+    assert after[("profile_db_pool_size", ())] >= 1
+
+
+def test_access_log_has_request_id_and_no_secrets(stub, caplog: pytest.LogCaptureFixture) -> None:
+    sub = str(uuid.uuid4())
+    md = user(sub)
+    token = md[0][1].removeprefix("Bearer ")
+    with caplog.at_level(logging.INFO, logger="profile_service.access"):
+        call = stub.Upsert.with_call(
+            pb.UpsertRequest(profile=pb.Profile(age=30, limitations="asthma")),
+            metadata=(*md, ("x-request-id", "req-123")),
+            timeout=5,
+        )
+    trailers = dict(call[1].trailing_metadata())
+    assert trailers["x-request-id"] == "req-123"
+    records = [r for r in caplog.records if getattr(r, "request_id", None) == "req-123"]
+    assert len(records) == 1
+    line = records[0]
+    assert (line.method, line.code, line.role) == (
+        "/profile.v1.ProfileService/Upsert",
+        "OK",
+        "authenticated",
+    )
+    everything = str(line.__dict__)
+    for secret in (token, sub, "asthma"):
+        assert secret not in everything
+
+
+@pytest.fixture(scope="module")
+def rotating_stub(test_db: ThrowawayDatabase) -> Iterator[pb_grpc.ProfileServiceStub]:
+    env = server_env(
+        test_db.service_url,
+        JWT_SECRET="the-new-secret-after-the-rotation-0001",
+        JWT_SECRET_PREVIOUS="the-old-secret-before-the-rotation-01",
+    )
+    running = server.start(Settings.from_env(env), host="127.0.0.1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield pb_grpc.ProfileServiceStub(channel)
+    finally:
+        running.stop(grace=1)
+
+
+@pytest.mark.parametrize(
+    ("secret", "code"),
+    [
+        ("the-new-secret-after-the-rotation-0001", grpc.StatusCode.NOT_FOUND),
+        ("the-old-secret-before-the-rotation-01", grpc.StatusCode.NOT_FOUND),
+        ("a-third-secret-nobody-configured-00001", grpc.StatusCode.UNAUTHENTICATED),
+    ],
+)
+def test_current_and_previous_keys_are_both_accepted(
+    rotating_stub: pb_grpc.ProfileServiceStub, secret: str, code: grpc.StatusCode
+) -> None:
+    token = tokens.mint(secret, role="authenticated", sub=str(uuid.uuid4()))
+    error = rpc_error(lambda: rotating_stub.Get(pb.GetRequest(), metadata=bearer(token), timeout=5))
+    assert error.code() == code
