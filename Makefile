@@ -34,9 +34,14 @@ test: install $(BUF)
 
 lint: install $(BUF)
 	$(BUF) lint
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy profile_service
+
+# Seeds a database, measures bare gRPC servers (the ceiling) and the real service; see bench/.
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache
