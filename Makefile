@@ -34,7 +34,7 @@ test: install $(BUF)
 
 lint: install $(BUF)
 	$(BUF) lint
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint --failure-threshold style Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy profile_service

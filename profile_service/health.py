@@ -11,6 +11,9 @@ from profile_service import metrics
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = "profile.v1.ProfileService"
+# SERVING while the process serves, whatever the database does: for liveness probes, so that a
+# database outage makes pods unready instead of restarting them.
+LIVENESS_SERVICE = "liveness"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -32,7 +35,8 @@ class DatabaseHealthMonitor:
         self._thread = threading.Thread(target=self._loop, name="db-health", daemon=True)
 
     def start(self) -> None:
-        """Start polling in a daemon thread."""
+        """Report the process alive and start polling in a daemon thread."""
+        self._servicer.set(LIVENESS_SERVICE, _SERVING)
         self._thread.start()
 
     def stop(self) -> None:

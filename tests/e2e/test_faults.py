@@ -45,9 +45,9 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
-def _health(channel: grpc.Channel) -> int:
+def _health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -> int:
     try:
-        request = health_pb2.HealthCheckRequest(service="profile.v1.ProfileService")
+        request = health_pb2.HealthCheckRequest(service=service)
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status
     except grpc.RpcError:
         return -1
@@ -82,6 +82,7 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 1.5
     assert _wait_for(lambda: _health(channel) == NOT_SERVING)
+    assert _health(channel, "liveness") == SERVING  # unready, but not to be restarted
 
     proxy.restore()
     assert _wait_for(lambda: _health(channel) == SERVING)
