@@ -1,0 +1,80 @@
+"""The bench's own database: found server, fresh database, migrated, seeded, dropped after."""
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from profile_service import migrate
+from profile_service.dev import database as devdb
+
+# Seeded profile n has owner md5('bench-<n>')::uuid (bench.payloads.seeded_owner) and every
+# field set, with values of the lengths a real profile has.
+_SEED = """
+INSERT INTO profile.profiles (owner_id, age, sex, height_cm, weight_kg, experience_level,
+                              limitations, primary_goal, available_equipment, session_length,
+                              generation_params)
+SELECT md5('bench-' || n)::uuid,
+       13 + n %% 90,
+       (ARRAY['female', 'male'])[1 + n %% 2],
+       150 + n %% 50,
+       50 + n %% 60,
+       (ARRAY['beginner', 'intermediate', 'advanced'])[1 + n %% 3],
+       'none',
+       'strength',
+       ARRAY['barbell', 'dumbbells', 'kettlebell', 'pull-up bar'],
+       '45m',
+       '{"split": "upper-lower", "days_per_week": 4, "intensity": "moderate"}'::jsonb
+  FROM generate_series(1, %s) AS n
+"""
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    """The server's administrator URL, the bench database's name and its two URLs."""
+
+    server_url: str
+    name: str
+    admin_url: str
+    service_url: str
+    profiles: int
+    seconds: float
+
+    def count(self) -> int:
+        """Profiles in the table now (as the administrator, so RLS does not apply)."""
+        with psycopg.connect(self.admin_url) as conn:
+            row = conn.execute("SELECT count(*) FROM profile.profiles").fetchone()
+        return int(row[0]) if row else 0
+
+    def server_version(self) -> str:
+        """PostgreSQL's version string."""
+        with psycopg.connect(self.admin_url) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+
+
+def prepare(name: str, profiles: int) -> BenchDatabase:
+    """Recreate database `name`, migrate it, create the service login, seed `profiles` rows."""
+    started = time.monotonic()
+    server_url = devdb.admin_url()
+    devdb.drop_database(server_url, name)
+    devdb.ensure_database(server_url, name)
+    admin_url = devdb.with_database(server_url, name)
+    migrate.upgrade(admin_url)
+    service_url = devdb.ensure_service_login(admin_url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(_SEED, (profiles,))
+        conn.execute("VACUUM ANALYZE profile.profiles")
+    return BenchDatabase(
+        server_url=server_url,
+        name=name,
+        admin_url=admin_url,
+        service_url=service_url,
+        profiles=profiles,
+        seconds=time.monotonic() - started,
+    )
+
+
+def drop(db: BenchDatabase) -> None:
+    """Drop the bench database."""
+    devdb.drop_database(db.server_url, db.name)

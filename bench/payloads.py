@@ -1,0 +1,88 @@
+"""What goes over the wire: the seeded owners, request bodies and the bare servers' answer.
+
+The seeded rows, the bare servers' constant Profile and the Upsert body carry the same kind of
+content (every field set, similar lengths), so the bare servers' answers cost gRPC about what
+the real service's answers do.
+"""
+
+import hashlib
+import struct
+import uuid
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+
+SERVICE = "profile.v1.ProfileService"
+GET_METHOD = f"/{SERVICE}/Get"
+UPSERT_METHOD = f"/{SERVICE}/Upsert"
+METHODS = {"get": GET_METHOD, "upsert": UPSERT_METHOD}
+
+# The calls' deadline, as a careful caller sets one; the server budgets its database wait from it.
+CALL_TIMEOUT_SECONDS = 5.0
+GRPC_TIMEOUT_HEADER = "5S"
+
+EQUIPMENT = ["barbell", "dumbbells", "kettlebell", "pull-up bar"]
+GENERATION_PARAMS: dict[str, str | float] = {
+    "split": "upper-lower",
+    "days_per_week": 4,
+    "intensity": "moderate",
+}
+
+
+def seeded_owner(n: int) -> str:
+    """The owner_id of seeded profile number `n` (1-based), as bench/database.py's SQL makes it.
+
+    md5('bench-<n>') read as a UUID: deterministic, canonical, the same in Python and SQL.
+    """
+    return str(uuid.UUID(hashlib.md5(f"bench-{n}".encode()).hexdigest()))  # noqa: S324
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: compression flag 0, 4-byte big-endian length, payload."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def constant_profile() -> pb.Profile:
+    """The fully populated Profile (all 15 fields) the bare servers answer with."""
+    profile = pb.Profile(
+        id="6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f",
+        owner_id=seeded_owner(1),
+        age=34,
+        sex="female",
+        height_cm=170,
+        weight_kg=65,
+        experience_level="intermediate",
+        limitations="none",
+        primary_goal="strength",
+        available_equipment=EQUIPMENT,
+        session_length="45m",
+    )
+    profile.generation_params.update(GENERATION_PARAMS)
+    profile.created_at.FromNanoseconds(1_700_000_000_123_456_000)
+    profile.updated_at.FromNanoseconds(1_700_000_100_123_456_000)
+    profile.deleted_at.FromNanoseconds(1_700_000_200_123_456_000)
+    return profile
+
+
+def get_request() -> bytes:
+    """A user's Get: owner_id empty, meaning the caller's own profile (the token's `sub`)."""
+    return pb.GetRequest().SerializeToString()
+
+
+def upsert_request() -> bytes:
+    """A user's Upsert with every writable field set and no mask: a full replace (or create)."""
+    profile = pb.Profile(
+        age=29,
+        sex="male",
+        height_cm=181,
+        weight_kg=78,
+        experience_level="beginner",
+        limitations="left knee: no deep squats",
+        primary_goal="hypertrophy",
+        available_equipment=EQUIPMENT,
+        session_length="60m",
+    )
+    profile.generation_params.update(GENERATION_PARAMS)
+    return pb.UpsertRequest(profile=profile).SerializeToString()
+
+
+REQUESTS = {"get": get_request, "upsert": upsert_request}

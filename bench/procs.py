@@ -1,0 +1,176 @@
+"""Every process the bench starts, pinned with taskset and stopped at the end, whatever happens.
+
+Each child gets its own session (process group), so a Ctrl-C in the terminal reaches only the
+bench, which then stops its children itself: SIGTERM to the group (the real server drains),
+SIGKILL after a grace period.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+
+class Processes:
+    """Starts children and remembers them until they are stopped."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        command: Sequence[str],
+        *,
+        cpus: str | None = None,
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        capture: bool = False,
+    ) -> "subprocess.Popen[bytes]":
+        """Start `command` (pinned to `cpus`); output to `log`, to a pipe, or discarded."""
+        argv = ["taskset", "-c", cpus, *command] if cpus is not None else list(command)
+        out: int | IO[bytes]
+        if capture:
+            out = subprocess.PIPE
+        elif log is not None:
+            out = log.open("wb")
+        else:
+            out = subprocess.DEVNULL
+        try:
+            child = subprocess.Popen(
+                argv,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if log is not None or capture else subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self._children.append(child)
+        return child
+
+    def stop(self, child: "subprocess.Popen[bytes]", grace: float = 10.0) -> int | None:
+        """SIGTERM its process group, wait up to `grace` seconds, then SIGKILL; its exit code."""
+        if child.poll() is None:
+            _signal_group(child, signal.SIGTERM)
+            try:
+                child.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+            # Workers a server forked may outlive it in its group: end them too.
+            _signal_group(child, signal.SIGKILL)
+        self.forget(child)
+        return child.returncode
+
+    def forget(self, child: "subprocess.Popen[bytes]") -> None:
+        """Stop tracking a child that has ended (so its id is never signalled again)."""
+        if child in self._children:
+            self._children.remove(child)
+
+    def stop_all(self) -> None:
+        """Stop every child still known, the newest first."""
+        for child in reversed(list(self._children)):
+            self.stop(child, grace=5.0)
+
+
+def _signal_group(child: "subprocess.Popen[bytes]", sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, sig)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for candidate in times:
+        walk = candidate
+        while walk > 1:
+            if walk == pid:
+                total += times[candidate]
+                break
+            walk = parents.get(walk, 0)
+    return total
+
+
+def cpu_busy() -> dict[str, tuple[int, int]]:
+    """Per-CPU (busy, total) jiffies from /proc/stat, to diff across a cell."""
+    found = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            numbers = [int(v) for v in values]
+            idle = numbers[3] + numbers[4]  # idle + iowait
+            found[name] = (sum(numbers) - idle, sum(numbers))
+    return found
+
+
+def busy_share(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, float]:
+    """Each CPU's busy fraction between two cpu_busy() readings."""
+    shares = {}
+    for name, (busy, total) in after.items():
+        busy0, total0 = before.get(name, (0, 0))
+        shares[name] = (busy - busy0) / (total - total0) if total > total0 else 0.0
+    return shares
+
+
+class Meter:
+    """Server CPU (its process tree, in cores) and each CPU's busy share between start and stop."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._cpu = 0.0
+        self._busy: dict[str, tuple[int, int]] = {}
+        self._began = 0.0
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self._cpu = tree_cpu_seconds(self._pid)
+        self._busy = cpu_busy()
+        self._began = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        """Take the second reading; the usage in between."""
+        elapsed = time.monotonic() - self._began
+        cpu = tree_cpu_seconds(self._pid) - self._cpu
+        return {
+            "server_cpu": cpu / elapsed if elapsed > 0 else 0.0,
+            "cpu_busy": busy_share(self._busy, cpu_busy()),
+        }
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` every 0.1 s until it holds; TimeoutError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready after {timeout:.0f}s")
+        time.sleep(0.1)

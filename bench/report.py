@@ -1,0 +1,224 @@
+"""The table, the ratios to the ceiling, the summary against the issue's targets."""
+
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+RPC_NAMES = {"get": "Get", "upsert": "Upsert"}
+# The performance issue's targets, checked in the summary.
+GET_TARGET = 0.60
+UPSERT_TARGET = 0.40
+P99_TARGET_MS = 10.0
+WORKERS_TARGET = 1.6
+
+
+def machine_facts() -> dict[str, Any]:
+    """What ran the bench."""
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "load": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _ceilings(cells: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The fastest bare cell per (rpc, concurrency): h2load's if any, else any load generator's."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for cell in cells:
+        if cell["kind"] != "bare":
+            continue
+        key = (cell["rpc"], cell["concurrency"])
+        current = best.get(key)
+        rank = (cell["loadgen"] == "h2load", cell["rps"])
+        if current is None or rank > (current["loadgen"] == "h2load", current["rps"]):
+            best[key] = cell
+    return best
+
+
+def add_ratios(cells: list[dict[str, Any]]) -> None:
+    """Set each cell's `ceiling_rps` and `vs_ceiling` (its OK calls/s over the ceiling's)."""
+    ceilings = _ceilings(cells)
+    python_bare = {
+        (c["rpc"], c["concurrency"]): c["rps"]
+        for c in cells
+        if c["kind"] == "bare" and c["loadgen"] == "py-aio"
+    }
+    for cell in cells:
+        ceiling = ceilings.get((cell["rpc"], cell["concurrency"]))
+        if ceiling is None or ceiling["rps"] <= 0:
+            continue
+        cell["ceiling"] = f"{ceiling['target']} ({ceiling['loadgen']})"
+        cell["ceiling_rps"] = ceiling["rps"]
+        cell["vs_ceiling"] = cell["rps"] / ceiling["rps"]
+        same_client = python_bare.get((cell["rpc"], cell["concurrency"]))
+        if cell["kind"] == "real" and cell["loadgen"] == "py-aio" and same_client:
+            cell["vs_same_client_on_bare_sync"] = cell["rps"] / same_client
+
+
+def _find(cells: list[dict[str, Any]], target: str, rpc: str, conc: int) -> dict[str, Any] | None:
+    for cell in cells:
+        if (cell["target"], cell["rpc"], cell["concurrency"]) == (target, rpc, conc):
+            return cell
+    return None
+
+
+def summary(
+    cells: list[dict[str, Any]], targets: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The issue's targets, met or not, as lines to print and figures for the JSON."""
+    lines = []
+    figures: dict[str, Any] = {}
+    concurrencies = sorted({c["concurrency"] for c in cells})
+    checked = [c for c in concurrencies if c >= 16] or concurrencies
+    real1 = "real-1w" if "real-1w" in targets else None
+    if real1:
+        for rpc, goal in (("get", GET_TARGET), ("upsert", UPSERT_TARGET)):
+            for conc in checked:
+                cell = _find(cells, real1, rpc, conc)
+                if cell is None or "vs_ceiling" not in cell:
+                    continue
+                ratio = cell["vs_ceiling"]
+                figures[f"{rpc}_c{conc}_vs_ceiling"] = round(ratio, 3)
+                lines.append(
+                    f"{RPC_NAMES[rpc]} c={conc}: real {cell['rps']:,.0f}/s = {ratio:.0%} of the "
+                    f"ceiling {cell['ceiling_rps']:,.0f}/s [{cell['ceiling']}] "
+                    f"(target >= {goal:.0%}: {'met' if ratio >= goal else 'NOT met'})"
+                )
+        cell = _find(cells, real1, "get", 16)
+        if cell is not None:
+            p99 = cell["p99_ms"]
+            figures["get_c16_p99_ms"] = round(p99, 3)
+            lines.append(
+                f"Get c=16 p99: {p99:.2f} ms "
+                f"(target < {P99_TARGET_MS:.0f} ms: {'met' if p99 < P99_TARGET_MS else 'NOT met'})"
+            )
+        upsert_client = [
+            c for c in cells if c["kind"] == "bare" and c["rpc"] == "upsert"
+            if c["loadgen"] == "py-aio"
+        ]  # fmt: skip
+        for cap in upsert_client:
+            real = _find(cells, real1, "upsert", cap["concurrency"])
+            if real is not None and real["rps"] > 0.7 * cap["rps"]:
+                lines.append(
+                    f"warning: Upsert c={cap['concurrency']}: the real service "
+                    f"({real['rps']:,.0f}/s) is near what the Python client drives "
+                    f"({cap['rps']:,.0f}/s on bare-sync): the client may be the limit"
+                )
+    multi = [name for name, facts in targets.items() if facts.get("workers", 1) > 1]
+    for name in multi:
+        for conc in checked:
+            one = _find(cells, real1 or "", "get", conc)
+            many = _find(cells, name, "get", conc)
+            if one is None or many is None or one["rps"] <= 0:
+                continue
+            gain = many["rps"] / one["rps"]
+            figures[f"get_c{conc}_{name}_vs_1w"] = round(gain, 3)
+            lines.append(
+                f"Get c={conc}: {name} {many['rps']:,.0f}/s = {gain:.2f}x one worker "
+                f"(target >= {WORKERS_TARGET}x when the load generator has its own core; "
+                "here it shares one with the workers)"
+            )
+    if real1 and not multi:
+        lines.append(
+            "workers: only one worker measured (`profile-service serve --help` lists no "
+            "--workers, or --workers 1 was asked)"
+        )
+    errors = sum(c["errors"] for c in cells)
+    check_errors = sum(f.get("get_check", {}).get("errors", 0) for f in targets.values())
+    figures["errors"] = errors
+    figures["check_errors"] = check_errors
+    lines.append(
+        f"errors: {errors} in the cells, {check_errors} in the checked Get calls "
+        "(gRPC status, not just HTTP)"
+    )
+    for cell in cells:
+        reused = cell.get("tokens_reused", 0)
+        if cell["rpc"] == "upsert" and cell["kind"] == "real" and reused:
+            lines.append(
+                f"note: {cell['target']} Upsert c={cell['concurrency']}: {reused} calls reused "
+                "an owner (more calls than minted tokens): those were updates, not creations"
+            )
+    return {"lines": lines, "figures": figures}
+
+
+_COLUMNS = (
+    ("target", "<", "{}"),
+    ("rpc", "<", "{}"),
+    ("conc", ">", "{}"),
+    ("loadgen", "<", "{}"),
+    ("req/s", ">", "{:,.0f}"),
+    ("p50 ms", ">", "{:.2f}"),
+    ("p90 ms", ">", "{:.2f}"),
+    ("p99 ms", ">", "{:.2f}"),
+    ("errors", ">", "{}"),
+    ("vs ceiling", ">", "{}"),
+    ("srv cpu", ">", "{:.2f}"),
+    ("gen cpu", ">", "{:.2f}"),
+)
+
+
+def _row(cell: dict[str, Any]) -> list[str]:
+    ratio = cell.get("vs_ceiling")
+    values = (
+        cell["target"],
+        RPC_NAMES[cell["rpc"]],
+        cell["concurrency"],
+        cell["loadgen"],
+        cell["rps"],
+        cell["p50_ms"],
+        cell["p90_ms"],
+        cell["p99_ms"],
+        cell["errors"],
+        "-" if ratio is None else f"{ratio:.0%}",
+        cell.get("server_cpu", 0.0),
+        cell.get("loadgen_cpu", 0.0),
+    )
+    return [fmt.format(v) for (_, _, fmt), v in zip(_COLUMNS, values, strict=True)]
+
+
+def table(cells: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (req/s counts OK calls; cpu in cores)."""
+    rows = [[name for name, _, _ in _COLUMNS]] + [_row(c) for c in cells]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+
+    def line(row: list[str]) -> str:
+        cells_text = [
+            f"{v:{align}{w}}" for v, (_, align, _), w in zip(row, _COLUMNS, widths, strict=True)
+        ]
+        return "| " + " | ".join(cells_text) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (w + 1) + (":" if align == ">" else "-")
+        for (_, align, _), w in zip(_COLUMNS, widths, strict=True)
+    ) + "|"  # fmt: skip
+    return "\n".join([line(rows[0]), rule, *(line(r) for r in rows[1:])])
+
+
+def progress_line(cell: dict[str, Any]) -> str:
+    """One cell, as it finishes."""
+    busy = cell.get("cpu_busy", {})
+    cores = " ".join(f"{name} {share:.0%}" for name, share in sorted(busy.items()))
+    extra = f", rows created {cell['rows_created']}" if "rows_created" in cell else ""
+    return (
+        f"{RPC_NAMES[cell['rpc']]:<6} c={cell['concurrency']:<3} {cell['loadgen']:<6} "
+        f"{cell['rps']:>8,.0f}/s  p50 {cell['p50_ms']:.2f}  p99 {cell['p99_ms']:.2f} ms  "
+        f"errors {cell['errors']}  server {cell.get('server_cpu', 0):.2f} cores, "
+        f"loadgen {cell.get('loadgen_cpu', 0):.2f}  [{cores}]{extra}"
+    )

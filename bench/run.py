@@ -1,0 +1,570 @@
+"""`python -m bench`: seed a database, start bare and real servers, load them, print the table.
+
+See bench/README.md for what is measured and how. Everything started here is stopped at the
+end, on Ctrl-C and on errors too; all traffic goes to 127.0.0.1.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench import database, h2load, payloads, procs, report
+from profile_service import tokens
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# A development-only signing secret: the bench's server accepts tokens minted with it.
+JWT_SECRET = "bench-only-secret-not-for-any-real-deployment"  # noqa: S105
+# What the real server inherits from us must not change how it verifies tokens.
+_DROPPED_ENV = ("DATABASE_URL", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_ALGORITHM", "JWT_AUDIENCE")
+
+
+@dataclass
+class Target:
+    """A server under load: how to start it, where it runs, and what is known about it."""
+
+    name: str
+    kind: str  # "bare" or "real"
+    command: list[str]
+    cpus: str
+    workers: int = 1
+    env: dict[str, str] | None = None
+    note: str = ""
+    port: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the Profile Service against bare gRPC servers (the ceiling).",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
+    parser.add_argument("--concurrency", default="1,16,64", help="calls in flight, e.g. 1,16,64")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1.5 s cells, 0.5 s warm-up"
+    )
+    parser.add_argument("--rpc", default="get,upsert", help="RPCs to load: get,upsert")
+    parser.add_argument(
+        "--targets",
+        default="bare-sync,bare-aio,real",
+        help="servers: bare-sync, bare-aio, real (default: all)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker counts for the real server; above 1 only if `serve --help` lists --workers",
+    )
+    parser.add_argument("--profiles", type=int, default=100_000, help="seeded profiles")
+    parser.add_argument("--get-tokens", type=int, default=1000, help="tokens in the Get pool")
+    parser.add_argument(
+        "--check-calls", type=int, default=200, help="checked Get calls per server (Python client)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "h2load", "python"],
+        default="auto",
+        help="for Get and the bare servers' Upsert: h2load (installed if missing) or the "
+        "Python client; auto: h2load if it can be had",
+    )
+    parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get install nghttp2-client"
+    )
+    parser.add_argument("--h2load-procs", type=int, default=8, help="h2load processes per cell")
+    parser.add_argument("--bare-threads", type=int, default=16, help="bare sync server's threads")
+    parser.add_argument("--server-cpus", default="0", help="CPUs of a one-worker server")
+    parser.add_argument("--loadgen-cpus", default="1", help="CPUs of the load generator")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the real server (repeatable), e.g. DB_POOL_SIZE=16",
+    )
+    parser.add_argument("--database", default="profile_bench", help="bench database's name")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="keep the bench database at the end"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON results file"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 1.5, 0.5
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.rpc = [r.strip().lower() for r in args.rpc.split(",") if r.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    bad = [r for r in args.rpc if r not in payloads.METHODS]
+    bad += [t for t in args.targets if t not in ("bare-sync", "bare-aio", "real")]
+    if bad or not args.concurrency or min(args.concurrency) < 1:
+        parser.error(f"bad --rpc, --targets or --concurrency: {bad or args.concurrency}")
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole bench; 0 when every cell ran (errors are reported, not fatal), 1 if not."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    processes = procs.Processes()
+    bench = Bench(args, processes)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything the bench started", file=sys.stderr)
+        return 130
+    finally:
+        processes.stop_all()
+        bench.close()
+    return 0 if bench.complete else 1
+
+
+class Bench:
+    """One run: database, servers, cells, report."""
+
+    def __init__(self, args: argparse.Namespace, processes: procs.Processes) -> None:
+        self.args = args
+        self.processes = processes
+        self.db: database.BenchDatabase | None = None
+        self.h2load: h2load.H2Load | None = None
+        self.cells: list[dict[str, Any]] = []
+        self.targets: list[Target] = []
+        self.complete = False
+        self.tmp = Path(tempfile.mkdtemp(prefix="profile-bench-"))
+        self.logs = RESULTS_DIR / "logs"
+        self.get_tokens: list[str] = []
+        self.get_tokens_file = self.tmp / "get-tokens.txt"
+        self.token_cursor = 0
+        self.started_at = time.time()
+
+    def close(self) -> None:
+        """Remove temporary files, and the database unless asked to keep it."""
+        if self.h2load is not None:
+            self.h2load.close()
+        for path in self.tmp.glob("*"):
+            path.unlink(missing_ok=True)
+        self.tmp.rmdir()
+        if self.db is not None and not self.args.keep_database:
+            try:
+                database.drop(self.db)
+            except Exception as exc:  # the database may be what failed
+                print(f"could not drop database {self.db.name}: {exc}", file=sys.stderr)
+
+    # ---------------------------------------------------------------- set-up
+
+    def run(self) -> None:
+        """Everything, in order; prints progress to stderr and the table to stdout."""
+        args = self.args
+        machine = report.machine_facts()
+        say(f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), load {machine['load']}")
+        if machine["load"][0] > 0.5:
+            say("  note: the machine is busy with other work; figures will be noisier")
+        cpus = os.cpu_count() or 1
+        if cpus < 2:
+            say("  one CPU only: server and load generator share it")
+            args.server_cpus = args.loadgen_cpus = "0"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        gen = self._load_generator()
+        say(f"database: preparing {args.database} with {args.profiles:,} profiles")
+        self.db = database.prepare(args.database, args.profiles)
+        say(f"  ready in {self.db.seconds:.1f}s (PostgreSQL {self.db.server_version()})")
+        self._mint_get_tokens()
+        self.targets = self._plan_targets()
+        for target in self.targets:
+            self._bench_target(target, gen)
+        self.complete = True
+        report.add_ratios(self.cells)
+        summary = report.summary(self.cells, self.targets_facts())
+        result = {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_at)),
+            "seconds": round(time.time() - self.started_at, 1),
+            "machine": {**machine, "load_at_end": list(os.getloadavg())},
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "concurrency": args.concurrency,
+                "profiles": args.profiles,
+                "get_tokens": len(self.get_tokens),
+                "loadgen_for_get": gen,
+                "server_cpus": args.server_cpus,
+                "loadgen_cpus": args.loadgen_cpus,
+                "server_env": args.server_env,
+            },
+            "targets": [
+                {
+                    "name": t.name,
+                    "kind": t.kind,
+                    "cpus": t.cpus,
+                    "workers": t.workers,
+                    "note": t.note,
+                    **t.facts,
+                }
+                for t in self.targets
+            ],
+            "cells": self.cells,
+            "summary": summary,
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(report.table(self.cells))
+        print()
+        for line in summary["lines"]:
+            print(line)
+        for t in self.targets:
+            if t.note:
+                print(f"note: {t.name}: {t.note}")
+        print(f"\nJSON: {args.output}  (server logs: {self.logs})")
+
+    def targets_facts(self) -> dict[str, dict[str, Any]]:
+        """What each target's run found, by name."""
+        return {t.name: {"workers": t.workers, "note": t.note, **t.facts} for t in self.targets}
+
+    def _load_generator(self) -> str:
+        if self.args.loadgen == "python":
+            return "python"
+        exe = h2load.find()
+        if exe is None and not self.args.no_install:
+            say("h2load missing: installing nghttp2-client (apt-get)")
+            exe = h2load.install()
+        if exe is None:
+            if self.args.loadgen == "h2load":
+                raise SystemExit("h2load is not installed and could not be installed")
+            say("  h2load unavailable: the Python client drives every cell")
+            return "python"
+        self.h2load = h2load.H2Load(exe, self.args.loadgen_cpus, self.processes)
+        return "h2load"
+
+    def _mint_get_tokens(self) -> None:
+        """The Get pool: users whose profiles were seeded, chosen at random (fixed seed)."""
+        assert self.db is not None
+        chooser = random.Random(5)  # noqa: S311 - picking rows, not secrets
+        count = min(self.args.get_tokens, self.db.profiles)
+        owners = chooser.sample(range(1, self.db.profiles + 1), count)
+        self.get_tokens = [
+            tokens.mint(
+                JWT_SECRET, role="authenticated", sub=payloads.seeded_owner(n), ttl_seconds=7200
+            )
+            for n in owners
+        ]
+        self.get_tokens_file.write_text("\n".join(self.get_tokens) + "\n")
+
+    def _plan_targets(self) -> list[Target]:
+        args = self.args
+        python = sys.executable
+        planned = []
+        for kind in ("sync", "aio"):
+            if f"bare-{kind}" in args.targets:
+                planned.append(
+                    Target(
+                        name=f"bare-{kind}",
+                        kind="bare",
+                        command=[python, "-m", "bench.bare_server", "--kind", kind],
+                        cpus=args.server_cpus,
+                    )
+                )
+                if kind == "sync":
+                    planned[-1].command += ["--threads", str(args.bare_threads)]
+        if "real" not in args.targets:
+            return planned
+        serve = [python, "-m", "profile_service", "serve"]
+        has_workers = "--workers" in _serve_help(serve)
+        all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        for workers in args.workers:
+            if workers > 1 and not has_workers:
+                say(f"real-{workers}w skipped: `profile-service serve --help` has no --workers")
+                continue
+            target = Target(
+                name=f"real-{workers}w",
+                kind="real",
+                command=serve + (["--workers", str(workers)] if has_workers else []),
+                cpus=args.server_cpus if workers == 1 else all_cpus,
+                workers=workers,
+                env=self._server_env(),
+            )
+            if workers > 1:
+                target.note = (
+                    f"{workers} workers on CPUs {all_cpus}, which the load generator "
+                    f"(CPUs {args.loadgen_cpus}) and PostgreSQL share"
+                )
+            planned.append(target)
+        return planned
+
+    def _server_env(self) -> dict[str, str]:
+        assert self.db is not None
+        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env.update(
+            DATABASE_URL=self.db.service_url,
+            JWT_SECRET=JWT_SECRET,
+            SHUTDOWN_GRACE_SECONDS="5",
+            PYTHONUNBUFFERED="1",
+        )
+        for item in self.args.server_env:
+            name, _, value = item.partition("=")
+            env[name] = value
+        return env
+
+    # ---------------------------------------------------------------- one server
+
+    def _bench_target(self, target: Target, gen: str) -> None:
+        args = self.args
+        target.port = procs.free_port()
+        if target.kind == "real":
+            command = target.command
+            env: dict[str, str] | None = {**(target.env or {}), "GRPC_PORT": str(target.port)}
+        else:
+            command = [*target.command, "--port", str(target.port)]
+            env = None
+        log = self.logs / f"{target.name}.log"
+        say(f"{target.name}: starting on 127.0.0.1:{target.port}, CPUs {target.cpus}")
+        server = self.processes.start(command, cpus=target.cpus, env=env, log=log)
+        try:
+            self._wait_ready(target, server, log)
+            self._check_get(target)
+            for rpc in args.rpc:
+                for concurrency in args.concurrency:
+                    self._cell(target, server, rpc, concurrency, gen)
+        finally:
+            code = self.processes.stop(server)
+            target.facts["exit_code"] = code
+            if target.kind == "real" and code != 0:
+                target.note = (target.note + "; " if target.note else "") + (
+                    f"exited with {code} after SIGTERM (see {log})"
+                )
+
+    def _wait_ready(self, target: Target, server: "subprocess.Popen[bytes]", log: Path) -> None:
+        address = f"127.0.0.1:{target.port}"
+
+        def ready() -> bool:
+            if server.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise RuntimeError(f"{target.name} exited with {server.returncode}:\n{tail}")
+            with grpc.insecure_channel(address) as channel:
+                try:
+                    if target.kind == "bare":
+                        grpc.channel_ready_future(channel).result(timeout=0.5)
+                        return True
+                    answer = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=payloads.SERVICE), timeout=0.5
+                    )
+                    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+                except (grpc.RpcError, grpc.FutureTimeoutError):
+                    return False
+
+        procs.wait_until(ready, 60, target.name)
+
+    def _check_get(self, target: Target) -> None:
+        """Distinct users' Get calls through the Python client, every status checked."""
+        count = min(self.args.check_calls, len(self.get_tokens))
+        if count <= 0:
+            return
+        path = self.tmp / "check-tokens.txt"
+        path.write_text("\n".join(self.get_tokens[:count]) + "\n")
+        result = self._python_client(
+            target, "get", min(8, count), calls=count, tokens_file=str(path)
+        )
+        target.facts["get_check"] = {
+            "calls": result["calls"],
+            "distinct_tokens": count,
+            "errors": result["errors"],
+            "error_codes": result["error_codes"],
+        }
+        state = "OK" if result["errors"] == 0 else f"{result['errors']} NOT OK"
+        say(f"  check: {result['calls']} Get calls with {count} distinct users' tokens: {state}")
+
+    def _next_get_tokens(self, count: int) -> list[str]:
+        chosen = []
+        for _ in range(count):
+            chosen.append(self.get_tokens[self.token_cursor % len(self.get_tokens)])
+            self.token_cursor += 1
+        return chosen
+
+    def _answer_bytes(self, target: Target, rpc: str, token: str) -> int:
+        """One checked call: the framed size of the OK answer this token gets."""
+        with grpc.insecure_channel(f"127.0.0.1:{target.port}") as channel:
+            call: Any = channel.unary_unary(payloads.METHODS[rpc])
+            answer = call(
+                payloads.REQUESTS[rpc](),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=payloads.CALL_TIMEOUT_SECONDS,
+            )
+        return len(payloads.grpc_frame(answer))
+
+    def _cell(
+        self,
+        target: Target,
+        server: "subprocess.Popen[bytes]",
+        rpc: str,
+        concurrency: int,
+        gen: str,
+    ) -> None:
+        runs: list[str] = []
+        if rpc == "get":
+            runs.append(gen)
+        elif target.kind == "real":
+            runs.append("python")  # distinct owners need a token per call
+        else:
+            # The bare servers read no token, so h2load's one-token-per-process costs them
+            # nothing: the h2load figure is the ceiling. The Python client's figure on the
+            # sync server shows what that client can drive (is the real Upsert client-bound?).
+            runs.append(gen)
+            if gen == "h2load" and target.name == "bare-sync":
+                runs.append("python")
+        for loadgen in runs:
+            meter = procs.Meter(server.pid)
+            if loadgen == "h2load":
+                result = self._h2load_cell(target, rpc, concurrency, meter)
+            else:
+                result = self._python_cell(target, rpc, concurrency, meter)
+            cell = {
+                "target": target.name,
+                "kind": target.kind,
+                "workers": target.workers,
+                "rpc": rpc,
+                "concurrency": concurrency,
+                "loadgen": "h2load" if loadgen == "h2load" else "py-aio",
+                **result,
+            }
+            self.cells.append(cell)
+            say("  " + report.progress_line(cell))
+
+    def _h2load_cell(
+        self, target: Target, rpc: str, concurrency: int, meter: procs.Meter
+    ) -> dict[str, Any]:
+        assert self.h2load is not None
+        shares = h2load.split(concurrency, self.args.h2load_procs)
+        streams = []
+        for token, connections in zip(self._next_get_tokens(len(shares)), shares, strict=True):
+            size = self._answer_bytes(target, rpc, token)
+            streams.append(h2load.Stream(token, size, connections))
+        return self.h2load.cell(
+            target.port, rpc, streams, self.args.warmup, self.args.duration, meter
+        )
+
+    def _python_cell(
+        self, target: Target, rpc: str, concurrency: int, meter: procs.Meter
+    ) -> dict[str, Any]:
+        args = self.args
+        if rpc == "get":
+            return self._python_client(
+                target,
+                rpc,
+                concurrency,
+                warmup=args.warmup,
+                duration=args.duration,
+                tokens_file=str(self.get_tokens_file),
+                meter=meter,
+            )
+        # Upsert: a fresh user per call. Tokens are minted before the clock starts, as many
+        # as this cell can use: the Get rate of the same server and concurrency bounds it.
+        get_rate = next(
+            (
+                c["rps"]
+                for c in self.cells
+                if c["target"] == target.name and c["rpc"] == "get"
+                if c["concurrency"] == concurrency
+            ),
+            8000.0,
+        )
+        mint = int(max(get_rate, 500.0) * 1.3 * (args.warmup + args.duration)) + 500
+        rows_before = self.db.count() if target.kind == "real" and self.db else None
+        result = self._python_client(
+            target,
+            rpc,
+            concurrency,
+            warmup=args.warmup,
+            duration=args.duration,
+            mint=mint,
+            meter=meter,
+        )
+        if rows_before is not None and self.db is not None:
+            # Every OK Upsert of a new owner creates a row; warm-up calls count here too.
+            result["rows_created"] = self.db.count() - rows_before
+        return result
+
+    def _python_client(
+        self,
+        target: Target,
+        rpc: str,
+        concurrency: int,
+        *,
+        warmup: float = 0.0,
+        duration: float = 0.0,
+        calls: int = 0,
+        tokens_file: str = "",
+        mint: int = 0,
+        meter: procs.Meter | None = None,
+    ) -> dict[str, Any]:
+        spec = {
+            "target": f"127.0.0.1:{target.port}",
+            "rpc": rpc,
+            "concurrency": concurrency,
+            "warmup": warmup,
+            "duration": duration,
+            "calls": calls,
+            "tokens_file": tokens_file,
+            "mint": mint,
+        }
+        spec_path = self.tmp / "client-spec.json"
+        spec_path.write_text(json.dumps(spec))
+        client = self.processes.start(
+            [sys.executable, "-m", "bench.client", str(spec_path)],
+            cpus=self.args.loadgen_cpus,
+            env={**os.environ, "BENCH_JWT_SECRET": JWT_SECRET},
+            capture=True,
+        )
+        limit = 120 + warmup + duration + mint / 5000
+        # A watchdog: a client that hangs is stopped, which ends the reading below.
+        watchdog = threading.Timer(limit, lambda: self.processes.stop(client, grace=1))
+        watchdog.start()
+        lines = []
+        usage: dict[str, Any] = {}
+        try:
+            assert client.stdout is not None
+            for raw in client.stdout:
+                line = raw.decode(errors="replace").strip()
+                if line == "measure-start" and meter is not None:
+                    meter.start()
+                elif line == "measure-end" and meter is not None:
+                    usage = meter.stop()
+                elif line:
+                    lines.append(line)
+            client.wait()
+        finally:
+            watchdog.cancel()
+        self.processes.forget(client)
+        if client.returncode != 0 or not lines:
+            text = "\n".join(lines)[-3000:]
+            raise RuntimeError(f"the Python client failed ({client.returncode}):\n{text}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return {**result, **usage}
+
+
+def _serve_help(serve: list[str]) -> str:
+    done = subprocess.run(
+        [*serve, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def say(text: str) -> None:
+    """Progress, on stderr (the table goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
