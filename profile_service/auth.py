@@ -13,17 +13,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import jwt
 
 from profile_service import access_log
 from profile_service.config import Settings
-from profile_service.db import DbRole
 from profile_service.validation import is_uuid
 
 API_PREFIX = "/profile.v1.ProfileService/"
+DbRole = Literal["authenticated", "service_role"]
 ALLOWED_ROLES: tuple[DbRole, ...] = ("authenticated", "service_role")
 
 

@@ -1,89 +1,106 @@
-"""The database boundary: a connection pool and one RLS-scoped transaction per request.
+"""The database boundary: a connection pool, and one statement per request.
 
-Each transaction goes to PostgreSQL in a single pipeline, i.e. one network round trip:
+Every RPC is a single call of a `profile_api` function (migration 0002), which switches to the
+caller's role and sets its claims transaction-locally before its query: one statement, one
+implicit transaction, one round trip. Nothing survives on the pooled connection afterwards,
+and the login role itself can read nothing, so forgetting the role fails instead of bypassing
+RLS.
 
-    BEGIN [READ ONLY]
-    SELECT set_config('role', ...), set_config('request.jwt.claims', ...), statement_timeout
-    <the request's statements>
-    COMMIT
-
-The settings are transaction-local (`set_config(..., true)`), so nothing survives on a pooled
-connection once the transaction ends; the login role itself can read nothing, so a statement
-that somehow ran without them fails instead of bypassing RLS. Plain BEGIN/COMMIT are sent in
-the pipeline because psycopg's `transaction()` waits for each of them separately.
+The only per-connection state is `statement_timeout`, which is not a security setting: it is
+set at session level and changed only when a call needs a different one, pipelined with that
+call's statement (still one round trip, one implicit transaction: if the call fails, the change
+is rolled back with it). Timeouts are rounded down to a short ladder (the maximum, then halves)
+so that callers with similar deadlines reuse one setting.
 """
 
-import logging
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from weakref import WeakKeyDictionary
 
 import psycopg
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
-_LOGGER = logging.getLogger(__name__)
-
-DbRole = Literal["authenticated", "service_role"]
 T = TypeVar("T")
 
-# A unit of work enqueues its statements on the connection and returns a reader, called once the
-# pipeline has been synced, that turns the cursors' results into the value returned.
-Work = Callable[[psycopg.Connection], Callable[[], T]]
-
-_BEGIN = {True: "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY", False: "BEGIN"}
-_SET_CONTEXT = (
-    "SELECT set_config('role', %s, true),"
-    " set_config('request.jwt.claims', %s, true),"
-    " set_config('statement_timeout', %s, true)"
-)
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 
 
-def create_pool(conninfo: str, *, min_size: int, max_size: int, prepare: bool) -> ConnectionPool:
-    """A closed pool of autocommit connections; call `.open()` to start it.
+@dataclass(frozen=True)
+class Query(Generic[T]):
+    """One statement, its parameters, and how to read its result from the cursor."""
+
+    sql: str
+    params: tuple[Any, ...]
+    read: Callable[[psycopg.Cursor[DictRow]], T]
+
+
+@dataclass
+class _Session:
+    """What this process knows of a pooled connection's session."""
+
+    timeout_ms: int | None = None
+    prepared: set[str] = field(default_factory=set)
+
+
+_sessions: "WeakKeyDictionary[psycopg.Connection, _Session]" = WeakKeyDictionary()
+
+
+def create_pool(conninfo: str, *, size: int, prepare: bool) -> ConnectionPool:
+    """A closed pool of `size` autocommit connections; call `.open()` to start it.
 
     `prepare=False` turns server-side prepared statements off, as PgBouncer in transaction mode
-    requires.
+    requires (the queries inside the profile_api functions are still planned once per session
+    by PL/pgSQL).
     """
     return ConnectionPool(
         conninfo,
-        min_size=min_size,
-        max_size=max_size,
+        min_size=size,
+        max_size=size,
         open=False,
         name="profile",
+        # Keep retrying a lost database for as long as the process lives.
+        reconnect_timeout=float("inf"),
         kwargs={"autocommit": True, "prepare_threshold": 0 if prepare else None},
     )
 
 
-def run_transaction(
-    conn: psycopg.Connection,
-    work: "Work[T]",
-    *,
-    role: DbRole,
-    claims_json: str,
-    readonly: bool,
-    statement_timeout_ms: int,
-) -> T:
-    """Run `work` in one transaction on `conn` as `role` with `claims_json`, in one round trip.
+def statement_timeout_ms(seconds_left: float | None, max_seconds: float) -> int:
+    """The statement timeout for a call with `seconds_left` (None: no deadline).
 
-    On any error the transaction is rolled back (when the connection still allows it) and the
-    error propagates; the caller maps it to a status.
+    At most `max_seconds`; with a deadline, the largest of max, max/2, max/4, … that fits in
+    the time left, so the database gives up before the caller's deadline.
     """
-    try:
-        with conn.pipeline():
-            conn.execute(_BEGIN[readonly])
-            conn.execute(_SET_CONTEXT, (role, claims_json, str(statement_timeout_ms)))
-            read = work(conn)
-            conn.execute("COMMIT")
-        return read()
-    except BaseException:
-        _rollback_quietly(conn)
-        raise
+    ceiling = max(1, int(max_seconds * 1000))
+    if seconds_left is None:
+        return ceiling
+    budget = int(seconds_left * 1000)
+    timeout = ceiling
+    while timeout > budget and timeout > 1:
+        timeout //= 2
+    return max(1, min(timeout, budget))
 
 
-def _rollback_quietly(conn: psycopg.Connection) -> None:
-    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        return
-    try:
-        conn.rollback()
-    except psycopg.Error:
-        # A broken connection: the pool sees it is bad and discards it on return.
-        _LOGGER.debug("rollback failed on a broken connection", exc_info=True)
+def run(conn: psycopg.Connection, query: Query[T], *, timeout_ms: int) -> T:
+    """Run `query` on `conn` with `timeout_ms`, in one round trip.
+
+    Usually a plain execute. When the session's timeout must change, or the statement is new to
+    this connection (psycopg would otherwise wait for its Parse separately), the statement rides
+    in a pipeline behind the change, still one round trip.
+    """
+    session = _sessions.get(conn)
+    if session is None:
+        session = _sessions[conn] = _Session()
+    cur = conn.cursor(row_factory=dict_row)
+    if session.timeout_ms == timeout_ms and query.sql in session.prepared:
+        cur.execute(query.sql, query.params)
+        return query.read(cur)
+    with conn.pipeline():
+        if session.timeout_ms != timeout_ms:
+            conn.execute(_SET_TIMEOUT, (str(timeout_ms),))
+        cur.execute(query.sql, query.params)
+    result = query.read(cur)
+    session.timeout_ms = timeout_ms
+    session.prepared.add(query.sql)
+    return result

@@ -97,10 +97,7 @@ def start(
     workers, whose parent serves their sum.
     """
     pool = db.create_pool(
-        settings.database_url,
-        min_size=settings.db_pool_size,
-        max_size=settings.db_pool_size,
-        prepare=settings.db_prepare,
+        settings.database_url, size=settings.db_pool_size, prepare=settings.db_prepare
     )
     pool.open(wait=False)
     try:

@@ -66,7 +66,7 @@ class ProfileService:
             owner_id = _own_owner_id(caller, owner_id)
         elif not owner_id:
             raise InvalidArgument([FieldViolation("owner_id", "is required for service_role")])
-        return _found(self._run(caller, lambda c: repository.get(c, owner_id), True, deadline))
+        return _found(self._run(repository.get(caller, owner_id), deadline))
 
     def upsert(
         self,
@@ -83,19 +83,15 @@ class ProfileService:
             + check_update_mask(mask)
             + check_fields({k: v for k, v in values.items() if k in mask})
         )
-        owner_id = _own_owner_id(caller, owner_id)
-        return _found(
-            self._run(
-                caller, lambda c: repository.upsert(c, owner_id, values, mask), False, deadline
-            )
-        )
+        _own_owner_id(caller, owner_id)
+        return _found(self._run(repository.upsert(caller, values, mask), deadline))
 
     def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """Soft-delete the caller's own active profile (users only)."""
         _require_user(caller)
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         _own_owner_id(caller, owner_id)
-        return _found(self._run(caller, repository.soft_delete, False, deadline))
+        return _found(self._run(repository.soft_delete(caller), deadline))
 
     def purge(
         self,
@@ -110,45 +106,34 @@ class ProfileService:
             raise PermissionDenied("Purge is for service_role only")
         _raise_if_invalid(check_purge(retention_days, batch_size, self._min_retention_days))
         days = retention_days or self._min_retention_days
-        if dry_run:
-            return self._run(caller, lambda c: repository.count_expired(c, days), True, deadline)
         limit = batch_size or DEFAULT_PURGE_BATCH
+        if dry_run:
+            return self._run(repository.purge_batch(caller, days, limit, True), deadline)
         total = 0
         # One transaction per batch keeps locks short. Stop only on an empty batch: a short one
         # may just mean a concurrent purge took some rows.
         while True:
-            deleted = self._run(
-                caller, lambda c: repository.purge_batch(c, days, limit), False, deadline
-            )
+            deleted = self._run(repository.purge_batch(caller, days, limit, False), deadline)
             total += deleted
             metrics.PURGED.inc(deleted)
             if deleted == 0:
                 return total
 
-    def _run(
-        self,
-        caller: Caller,
-        work: "db.Work[T]",
-        readonly: bool,
-        deadline: float | None,
-    ) -> T:
+    def _run(self, query: db.Query[T], deadline: float | None) -> T:
         budget = self._db_timeout
         if deadline is not None:
             budget = min(budget, deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS)
         if budget <= 0:
             raise Unavailable("no time left before the deadline")
-        stop_at = time.monotonic() + budget
         try:
             with self._pool.connection(timeout=budget) as conn:
-                statement_ms = max(1, int((stop_at - time.monotonic()) * 1000))
-                return db.run_transaction(
-                    conn,
-                    work,
-                    role=caller.role,
-                    claims_json=caller.claims_json,
-                    readonly=readonly,
-                    statement_timeout_ms=statement_ms,
+                left = (
+                    None
+                    if deadline is None
+                    else deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS
                 )
+                timeout_ms = db.statement_timeout_ms(left, self._db_timeout)
+                return db.run(conn, query, timeout_ms=timeout_ms)
         except PoolTimeout as exc:
             self._on_database_error()
             raise Unavailable("database unavailable") from exc

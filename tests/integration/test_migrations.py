@@ -19,7 +19,7 @@ _SNAPSHOT_QUERIES = {
     "policies": "SELECT policyname, cmd, roles::text, qual, with_check FROM pg_policies ORDER BY 1",
     "functions": """SELECT n.nspname, p.proname, p.prosecdef, p.proconfig::text
                       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                     WHERE n.nspname IN ('profile', 'auth') ORDER BY 1, 2""",
+                     WHERE n.nspname IN ('profile', 'profile_api', 'auth') ORDER BY 1, 2""",
     "indexes": """SELECT indexname, indexdef FROM pg_indexes
                    WHERE schemaname = 'profile' ORDER BY 1""",
     "grants": """SELECT grantee, privilege_type, column_name
@@ -52,10 +52,10 @@ def _schemas(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     first = _snapshot(empty_db_url)
-    assert first["version"] == [("0001",)]
+    assert first["version"] == [("0002",)]
 
     migrate.downgrade(empty_db_url, "base")
-    assert not {"profile", "auth"} & _schemas(empty_db_url)
+    assert not {"profile", "profile_api", "auth"} & _schemas(empty_db_url)
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (0,)
         # Cluster-wide roles stay: other databases on the server may use them.

@@ -1,7 +1,8 @@
-"""Row-level security at SQL level, run the way the service runs.
+"""Row-level security at SQL level, as the service's login role sees it.
 
-The connection logs in as the service's NOINHERIT login role and each cell is one transaction
-set up by `profile_service.db.run_transaction` (role and claims via set_config(..., true)).
+The connection logs in as the service's NOINHERIT login role; each cell is one transaction
+that switches role and claims the way the profile_api functions do (set_config(..., true)),
+then runs a plain statement, so every policy and grant is exercised directly.
 """
 
 import json
@@ -12,7 +13,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from profile_service import db
 from tests.conftest import ThrowawayDatabase
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000000a")
@@ -125,23 +125,13 @@ def _seed(admin: psycopg.Connection, seed: str) -> None:
 
 def _act(conn: psycopg.Connection, actor: str, statement: str, params: tuple[Any, ...]) -> int:
     role, claims = ACTORS[actor]
-
-    def work(c: psycopg.Connection) -> Callable[[], int]:
-        cur = c.cursor()
-        cur.execute(statement, params)
-        return lambda: cur.rowcount
-
-    if role is None:
-        with conn.transaction():
-            return conn.execute(statement, params).rowcount
-    return db.run_transaction(
-        conn,
-        work,
-        role=role,  # type: ignore[arg-type]
-        claims_json=json.dumps(claims) if claims else "",
-        readonly=False,
-        statement_timeout_ms=5000,
-    )
+    with conn.transaction():
+        if role is not None:
+            conn.execute(
+                "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                (role, json.dumps(claims) if claims else ""),
+            )
+        return conn.execute(statement, params).rowcount
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from tests.conftest import ThrowawayDatabase
 def service_and_trace(
     test_db: ThrowawayDatabase, admin: Any
 ) -> Iterator[tuple[ProfileService, Callable[[], list[str]]]]:
-    pool: ConnectionPool = db.create_pool(test_db.service_url, min_size=1, max_size=1, prepare=True)
+    pool: ConnectionPool = db.create_pool(test_db.service_url, size=1, prepare=True)
     pool.open(wait=True)
     with tempfile.TemporaryFile(mode="w+") as trace_file:
         with pool.connection() as conn:  # the only connection: every call below uses it

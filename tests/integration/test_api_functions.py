@@ -1,0 +1,95 @@
+"""The profile_api functions the service calls: role switch, claims scope, who may use them."""
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import ThrowawayDatabase
+
+OWNER = str(uuid.uuid4())
+CLAIMS = json.dumps({"sub": OWNER, "role": "authenticated"})
+
+
+@pytest.fixture
+def service_conn(
+    test_db: ThrowawayDatabase, admin: psycopg.Connection
+) -> Iterator[psycopg.Connection]:
+    admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (OWNER,))
+    with psycopg.connect(test_db.service_url, autocommit=True) as conn:
+        yield conn
+
+
+def test_role_and_claims_last_only_for_the_statement(service_conn: psycopg.Connection) -> None:
+    rows = service_conn.execute(
+        "SELECT age FROM profile_api.get_profile('authenticated', %s, %s)", (CLAIMS, OWNER)
+    ).fetchall()
+    assert rows == [(30,)]
+    after = service_conn.execute(
+        "SELECT current_user, current_setting('request.jwt.claims', true)"
+    ).fetchone()
+    assert after == ("profile_authenticator", "")
+
+
+@pytest.mark.parametrize("role", ["postgres", "anon", "profile_authenticator", ""])
+def test_only_the_two_api_roles_can_be_asked_for(
+    service_conn: psycopg.Connection, role: str
+) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not an API role"):
+        service_conn.execute(
+            "SELECT * FROM profile_api.get_profile(%s, %s, %s)", (role, CLAIMS, OWNER)
+        )
+
+
+def test_a_login_role_outside_the_api_roles_gets_nothing(
+    test_db: ThrowawayDatabase, admin: psycopg.Connection
+) -> None:
+    # EXECUTE is PUBLIC: membership in authenticated / service_role is what the role switch needs.
+    name = f"stranger_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(sql.Identifier(name)))
+    try:
+        admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (OWNER,))
+        from profile_service.dev.database import with_user
+
+        with psycopg.connect(with_user(test_db.admin_url, name, ""), autocommit=True) as conn:
+            for role in ("authenticated", "service_role"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="set role"):
+                    conn.execute(
+                        "SELECT * FROM profile_api.get_profile(%s, %s, %s)", (role, CLAIMS, OWNER)
+                    )
+    finally:
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_user_cannot_upsert_or_soft_delete_as_service_role(
+    service_conn: psycopg.Connection,
+) -> None:
+    # The write functions fix their role: a service_role token's claims get a user's rights
+    # only, and without a sub RLS refuses the insert.
+    service_claims = json.dumps({"role": "service_role"})
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        service_conn.execute(
+            "SELECT * FROM profile_api.upsert_profile(%s, '{}'::jsonb, '{}')", (service_claims,)
+        )
+    rows = service_conn.execute(
+        "SELECT * FROM profile_api.soft_delete_profile(%s)", (service_claims,)
+    ).fetchall()
+    assert rows == []
+
+
+def test_purge_below_the_floor_deletes_nothing(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    admin.execute(
+        "INSERT INTO profile.profiles (owner_id, deleted_at) "
+        "VALUES (%s, now() - interval '5 days')",
+        (uuid.uuid4(),),
+    )
+    # Asked for 1 day, the DELETE policy's 30-day floor still holds.
+    assert service_conn.execute(
+        "SELECT profile_api.purge_profiles('{}', 1, 100, false)"
+    ).fetchone() == (0,)
+    assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (2,)
