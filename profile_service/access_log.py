@@ -11,12 +11,12 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from profile_service import metrics
+from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger("profile_service.access")
 _REQUEST_ID_KEY = "x-request-id"
@@ -32,34 +32,16 @@ def annotate(key: str, value: str) -> None:
         notes[key] = value
 
 
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
-
-
-class AccessLogInterceptor(grpc.ServerInterceptor):
+class AccessLogInterceptor(UnaryInterceptor):
     """Logs every unary call except health checks, which a kubelet sends every few seconds."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    def applies_to(self, method: str) -> bool:
+        """Everything but health checks."""
+        return not method.startswith("/grpc.health.")
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap unary handlers (once per method) with timing and logging."""
-        method: str = handler_call_details.method
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or method.startswith("/grpc.health."):
-            return handler
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                _observed(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        """Time, log and count each call of `method`."""
+        return _observed(method, behavior)
 
 
 def _request_id(context: grpc.ServicerContext) -> str:

@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import jwt
 
 from profile_service import access_log
 from profile_service.config import Settings
+from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
 
 API_PREFIX = "/profile.v1.ProfileService/"
@@ -168,39 +168,24 @@ def current_caller() -> Caller:
     return _CALLER.get()
 
 
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
-
-
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(UnaryInterceptor):
     """Requires a verified token on ProfileService calls; health and reflection stay open.
 
-    Interceptors run on the server's polling thread, so verification happens inside the wrapped
-    handler, on the worker thread that then runs the RPC (and where the contextvar is visible).
+    Verification happens inside the wrapped handler, on the worker thread that then runs the
+    RPC, where the contextvar it sets is visible.
     """
 
     def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__()
         self._verifier = verifier
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap unary API handlers (once per method) with token verification."""
-        method: str = handler_call_details.method
-        handler = continuation(handler_call_details)
-        if handler is None or not method.startswith(API_PREFIX) or handler.unary_unary is None:
-            return handler
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._authenticated(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            self._wrapped[method] = wrapped
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        """The API's methods only."""
+        return method.startswith(API_PREFIX)
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        """Verify the caller's token, then run `behavior` with the caller set."""
+        return self._authenticated(behavior)
 
     def _authenticated(self, behavior: Behavior) -> Behavior:
         verifier = self._verifier

@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -29,12 +30,22 @@ def server_env(database_url: str, **overrides: str) -> dict[str, str]:
     }
 
 
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[tuple[server.RunningServer, grpc.Channel]]:
+    """A server started with `env` on an ephemeral port, and a channel to it."""
+    running = server.start(Settings.from_env(env), host="127.0.0.1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield running, channel
+    finally:
+        running.stop(grace=1)
+
+
 @pytest.fixture(scope="session")
 def running_server(test_db: ThrowawayDatabase) -> Iterator[server.RunningServer]:
     """The service, started once for the run on an ephemeral port."""
-    running = server.start(Settings.from_env(server_env(test_db.service_url)), host="127.0.0.1")
-    yield running
-    running.stop(grace=1)
+    with serving(server_env(test_db.service_url)) as (running, _):
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service import server
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.config import Settings
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, bearer, rpc_error, server_env
+from tests.e2e.conftest import SECRET, bearer, rpc_error, server_env, serving
 
 SUB = "00000000-0000-4000-8000-0000000000a1"
 
@@ -91,13 +89,8 @@ def test_audience_is_ignored_when_not_configured(stub: pb_grpc.ProfileServiceStu
 
 @pytest.fixture(scope="module")
 def audience_stub(test_db: ThrowawayDatabase) -> Iterator[pb_grpc.ProfileServiceStub]:
-    env = server_env(test_db.service_url, JWT_AUDIENCE="profile-service")
-    running = server.start(Settings.from_env(env), host="127.0.0.1")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield pb_grpc.ProfileServiceStub(channel)
-    finally:
-        running.stop(grace=1)
+    with serving(server_env(test_db.service_url, JWT_AUDIENCE="profile-service")) as (_, channel):
+        yield pb_grpc.ProfileServiceStub(channel)
 
 
 @pytest.mark.parametrize(
@@ -127,12 +120,8 @@ def rsa_server(test_db: ThrowawayDatabase) -> Iterator[tuple[pb_grpc.ProfileServ
         .decode()
     )
     env = server_env(test_db.service_url, JWT_PUBLIC_KEY=public_pem, JWT_SECRET="")
-    running = server.start(Settings.from_env(env), host="127.0.0.1")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield pb_grpc.ProfileServiceStub(channel), private_pem.decode()
-    finally:
-        running.stop(grace=1)
+    with serving(env) as (_, channel):
+        yield pb_grpc.ProfileServiceStub(channel), private_pem.decode()
 
 
 def test_an_asymmetric_public_key_can_be_configured(

@@ -17,12 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from profile_service import server
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.config import Settings
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import rpc_error, server_env, user
+from tests.e2e.conftest import rpc_error, server_env, serving, user
 from tests.e2e.tcp_proxy import TcpProxy
 from tests.e2e.test_observability import scrape
 
@@ -58,12 +56,10 @@ def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, grpc.Channel
     proxy = TcpProxy(_upstream(test_db.service_url))
     proxy.start()
     url = make_conninfo(test_db.service_url, host="127.0.0.1", port=str(proxy.port))
-    running = server.start(Settings.from_env(server_env(url)), host="127.0.0.1")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        with serving(server_env(url)) as (_, channel):
             yield proxy, channel
     finally:
-        running.stop(grace=1)
         proxy.cut()
 
 

@@ -7,12 +7,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from profile_service import server
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.config import Settings
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import server_env, user
+from tests.e2e.conftest import server_env, serving, user
 
 
 def _each_user_sees_only_their_own(stub: pb_grpc.ProfileServiceStub, users: int, rounds: int):
@@ -53,12 +51,8 @@ def single_connection_stub(
     test_db: ThrowawayDatabase,
 ) -> Iterator[pb_grpc.ProfileServiceStub]:
     env = server_env(test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="8")
-    running = server.start(Settings.from_env(env), host="127.0.0.1")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield pb_grpc.ProfileServiceStub(channel)
-    finally:
-        running.stop(grace=1)
+    with serving(env) as (_, channel):
+        yield pb_grpc.ProfileServiceStub(channel)
 
 
 def test_one_pooled_connection_alternating_users_never_mixes_claims(

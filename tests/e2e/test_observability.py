@@ -13,9 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from profile_service import server, tokens
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.config import Settings
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import bearer, rpc_error, server_env, service, user
+from tests.e2e.conftest import bearer, rpc_error, server_env, service, serving, user
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -89,12 +88,8 @@ def rotating_stub(test_db: ThrowawayDatabase) -> Iterator[pb_grpc.ProfileService
         JWT_SECRET="the-new-secret-after-the-rotation-0001",
         JWT_SECRET_PREVIOUS="the-old-secret-before-the-rotation-01",
     )
-    running = server.start(Settings.from_env(env), host="127.0.0.1")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield pb_grpc.ProfileServiceStub(channel)
-    finally:
-        running.stop(grace=1)
+    with serving(env) as (_, channel):
+        yield pb_grpc.ProfileServiceStub(channel)
 
 
 @pytest.mark.parametrize(
