@@ -171,6 +171,7 @@ _COLUMNS = (
     ("vs ceiling", ">", "{}"),
     ("srv cpu", ">", "{:.2f}"),
     ("gen cpu", ">", "{:.2f}"),
+    ("cpu0/cpu1 busy", ">", "{}"),
 )
 
 
@@ -189,12 +190,17 @@ def _row(cell: dict[str, Any]) -> list[str]:
         "-" if ratio is None else f"{ratio:.0%}",
         cell.get("server_cpu", 0.0),
         cell.get("loadgen_cpu", 0.0),
+        "/".join(f"{share:.0%}" for _, share in sorted(cell.get("cpu_busy", {}).items())),
     )
     return [fmt.format(v) for (_, _, fmt), v in zip(_COLUMNS, values, strict=True)]
 
 
 def table(cells: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table (req/s counts OK calls; cpu in cores)."""
+    """The results as a Markdown table.
+
+    req/s counts OK calls only; `srv cpu` and `gen cpu` are the server's process tree and the
+    load generator in cores; `cpu0/cpu1 busy` is each CPU's busy share, whoever used it.
+    """
     rows = [[name for name, _, _ in _COLUMNS]] + [_row(c) for c in cells]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
 

@@ -22,7 +22,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import database, h2load, payloads, procs, report
+from bench import database, h2load, payloads, procs, profiling, report
+from bench.report import RPC_NAMES
 from profile_service import tokens
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -95,6 +96,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="extra environment for the real server (repeatable), e.g. DB_POOL_SIZE=16",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after real-1w's cells, sample it with py-spy (--gil) under concurrency 16 for "
+        "SECONDS per RPC; writes bench/results/profile-*.txt (needs `pip install py-spy`)",
     )
     parser.add_argument("--database", default="profile_bench", help="bench database's name")
     parser.add_argument(
@@ -342,6 +351,9 @@ class Bench:
             for rpc in args.rpc:
                 for concurrency in args.concurrency:
                     self._cell(target, server, rpc, concurrency, gen)
+            if args.profile > 0 and target.name == "real-1w":
+                for rpc in args.rpc:
+                    self._profile(target, server, rpc, gen)
         finally:
             code = self.processes.stop(server)
             target.facts["exit_code"] = code
@@ -445,6 +457,46 @@ class Bench:
             }
             self.cells.append(cell)
             say("  " + report.progress_line(cell))
+
+    def _profile(
+        self, target: Target, server: "subprocess.Popen[bytes]", rpc: str, gen: str
+    ) -> None:
+        """Sample the server with py-spy while loading it; not a measurement (py-spy costs)."""
+        spy = profiling.find_py_spy()
+        if spy is None:
+            say("  profile skipped: py-spy not found (pip install py-spy)")
+            return
+        seconds = self.args.profile
+        raw = RESULTS_DIR / f"profile-{target.name}-{rpc}.txt"
+        recorder = self.processes.start(
+            profiling.record_command(spy, server.pid, seconds + 1, raw), capture=True
+        )
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        meter = procs.Meter(server.pid)
+        saved = self.args.warmup, self.args.duration
+        self.args.warmup, self.args.duration = 0.0, seconds
+        try:
+            if rpc == "get" and gen == "h2load":
+                result = self._h2load_cell(target, rpc, 16, meter)
+            else:
+                result = self._python_cell(target, rpc, 16, meter)
+        finally:
+            self.args.warmup, self.args.duration = saved
+        out, _ = recorder.communicate(timeout=seconds + 60)
+        self.processes.forget(recorder)
+        if recorder.returncode != 0 or not raw.exists():
+            say(f"  profile failed: {out.decode(errors='replace')[-500:]}")
+            return
+        summary = profiling.summarize(raw)
+        text = RESULTS_DIR / f"profile-{target.name}-{rpc}-summary.txt"
+        text.write_text(summary)
+        target.facts.setdefault("profiles", {})[rpc] = {
+            "raw": str(raw),
+            "summary": str(text),
+            "rps_while_profiled": result["rps"],
+        }
+        say(f"  profile of {RPC_NAMES[rpc]} at c=16 ({result['rps']:,.0f}/s under py-spy):")
+        say(summary)
 
     def _h2load_cell(
         self, target: Target, rpc: str, concurrency: int, meter: procs.Meter
