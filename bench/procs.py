@@ -119,6 +119,46 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found = []
+    for candidate in parents:
+        walk = parents.get(candidate, 0)
+        while walk > 1:
+            if walk == pid:
+                found.append(candidate)
+                break
+            walk = parents.get(walk, 0)
+    return found
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The multiprocessing-spawned worker processes under `pid` (not its resource tracker)."""
+    workers = []
+    for child in _descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(child)
+    return sorted(workers)
+
+
+def pin_threads(pid: int, cpu: int) -> None:
+    """Pin every thread of process `pid` to `cpu` (affinity is per thread on Linux)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
 def cpu_busy() -> dict[str, tuple[int, int]]:
     """Per-CPU (busy, total) jiffies from /proc/stat, to diff across a cell."""
     found = {}

@@ -5,6 +5,7 @@ end, on Ctrl-C and on errors too; all traffic goes to 127.0.0.1.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -30,7 +31,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # A development-only signing secret: the bench's server accepts tokens minted with it.
 JWT_SECRET = "bench-only-secret-not-for-any-real-deployment"  # noqa: S105
 # What the real server inherits from us must not change how it verifies tokens.
-_DROPPED_ENV = ("DATABASE_URL", "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_ALGORITHM", "JWT_AUDIENCE")
+_DROPPED_ENV = (
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "JWT_PUBLIC_KEY",
+    "JWT_ALGORITHM",
+    "JWT_AUDIENCE",
+    "WORKERS",
+)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Target:
     command: list[str]
     cpus: str
     workers: int = 1
+    pin_workers: bool = False
     env: dict[str, str] | None = None
     note: str = ""
     port: int = 0
@@ -70,6 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         default="1,2",
         help="worker counts for the real server; above 1 only if `serve --help` lists --workers",
+    )
+    parser.add_argument(
+        "--pin-workers",
+        action="store_true",
+        help="also run each multi-worker server with worker i pinned to CPU i (all threads)",
     )
     parser.add_argument("--profiles", type=int, default=100_000, help="seeded profiles")
     parser.add_argument("--get-tokens", type=int, default=1000, help="tokens in the Get pool")
@@ -315,6 +329,17 @@ class Bench:
                     f"(CPUs {args.loadgen_cpus}) and PostgreSQL share"
                 )
             planned.append(target)
+            if workers > 1 and args.pin_workers:
+                planned.append(
+                    dataclasses.replace(
+                        target,
+                        name=f"real-{workers}w-pinned",
+                        pin_workers=True,
+                        note=f"{workers} workers, worker i pinned to CPU i (all its threads); "
+                        f"the load generator (CPUs {args.loadgen_cpus}) and PostgreSQL share them",
+                        facts={},
+                    )
+                )
         return planned
 
     def _server_env(self) -> dict[str, str]:
@@ -324,6 +349,8 @@ class Bench:
             DATABASE_URL=self.db.service_url,
             JWT_SECRET=JWT_SECRET,
             SHUTDOWN_GRACE_SECONDS="5",
+            # Any free port: a fixed one (the default 9090) may be taken by `make run`.
+            METRICS_PORT="0",
             PYTHONUNBUFFERED="1",
         )
         for item in self.args.server_env:
@@ -347,6 +374,8 @@ class Bench:
         server = self.processes.start(command, cpus=target.cpus, env=env, log=log)
         try:
             self._wait_ready(target, server, log)
+            if target.pin_workers:
+                self._pin_workers(target, server)
             self._check_get(target)
             for rpc in args.rpc:
                 for concurrency in args.concurrency:
@@ -382,6 +411,23 @@ class Bench:
                     return False
 
         procs.wait_until(ready, 60, target.name)
+
+    def _pin_workers(self, target: Target, server: "subprocess.Popen[bytes]") -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        found: list[int] = []
+
+        def all_up() -> bool:
+            found[:] = procs.spawned_workers(server.pid)
+            return len(found) >= target.workers
+
+        procs.wait_until(all_up, 30, f"{target.name} workers")
+        time.sleep(1.0)  # their gRPC threads start after the process does
+        pinned = {}
+        for i, pid in enumerate(procs.spawned_workers(server.pid)):
+            procs.pin_threads(pid, cpus[i % len(cpus)])
+            pinned[str(pid)] = cpus[i % len(cpus)]
+        target.facts["pinned_workers"] = pinned
+        say(f"  pinned workers (pid: cpu): {pinned}")
 
     def _check_get(self, target: Target) -> None:
         """Distinct users' Get calls through the Python client, every status checked."""
