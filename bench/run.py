@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole bench; 0 when every cell ran (errors are reported, not fatal), 1 if not."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     processes = procs.Processes()
     bench = Bench(args, processes)
     try:
