@@ -29,6 +29,31 @@ SELECT md5('bench-' || n)::uuid,
 """
 
 
+class BenchBusy(Exception):
+    """Another bench run holds the lock on this PostgreSQL server."""
+
+
+class BenchLock:
+    """A session advisory lock on the server, held for the whole run.
+
+    Two runs at once would drop each other's database (it has a fixed name) and share the
+    CPUs, so the second one stops at once instead.
+    """
+
+    _KEY = "SELECT hashtext('profile_service.bench')::bigint"
+
+    def __init__(self, server_url: str) -> None:
+        self._conn = psycopg.connect(server_url, autocommit=True)
+        row = self._conn.execute(f"SELECT pg_try_advisory_lock(({self._KEY}))").fetchone()
+        if not row or not row[0]:
+            self._conn.close()
+            raise BenchBusy("another bench run is using this PostgreSQL server; try again later")
+
+    def release(self) -> None:
+        """Let the next run go (closing the session releases the lock)."""
+        self._conn.close()
+
+
 @dataclass(frozen=True)
 class BenchDatabase:
     """The server's administrator URL, the bench database's name and its two URLs."""

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import database, h2load, payloads, procs, profiling, report
 from bench.report import RPC_NAMES
 from profile_service import tokens
+from profile_service.dev import database as devdb
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # A development-only signing secret: the bench's server accepts tokens minted with it.
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything the bench started", file=sys.stderr)
         return 130
+    except database.BenchBusy as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         processes.stop_all()
         bench.close()
@@ -169,6 +173,7 @@ class Bench:
         self.args = args
         self.processes = processes
         self.db: database.BenchDatabase | None = None
+        self.lock: database.BenchLock | None = None
         self.h2load: h2load.H2Load | None = None
         self.cells: list[dict[str, Any]] = []
         self.targets: list[Target] = []
@@ -184,6 +189,8 @@ class Bench:
         """Remove temporary files, and the database unless asked to keep it."""
         if self.h2load is not None:
             self.h2load.close()
+        if self.lock is not None:
+            self.lock.release()
         for path in self.tmp.glob("*"):
             path.unlink(missing_ok=True)
         self.tmp.rmdir()
@@ -208,14 +215,19 @@ class Bench:
             args.server_cpus = args.loadgen_cpus = "0"
         self.logs.mkdir(parents=True, exist_ok=True)
         gen = self._load_generator()
+        self.lock = database.BenchLock(devdb.admin_url())
         say(f"database: preparing {args.database} with {args.profiles:,} profiles")
         self.db = database.prepare(args.database, args.profiles)
         say(f"  ready in {self.db.seconds:.1f}s (PostgreSQL {self.db.server_version()})")
         self._mint_get_tokens()
         self.targets = self._plan_targets()
-        for target in self.targets:
-            self._bench_target(target, gen)
-        self.complete = True
+        failure: BaseException | None = None
+        try:
+            for target in self.targets:
+                self._bench_target(target, gen)
+            self.complete = True
+        except Exception as exc:  # report what was measured, then fail
+            failure = exc
         report.add_ratios(self.cells)
         summary = report.summary(self.cells, self.targets_facts())
         result = {
@@ -244,6 +256,7 @@ class Bench:
                 }
                 for t in self.targets
             ],
+            "complete": self.complete,
             "cells": self.cells,
             "summary": summary,
         }
@@ -257,6 +270,9 @@ class Bench:
             if t.note:
                 print(f"note: {t.name}: {t.note}")
         print(f"\nJSON: {args.output}  (server logs: {self.logs})")
+        if failure is not None:
+            print(f"\nthe run stopped early: {type(failure).__name__}: {failure}", file=sys.stderr)
+            raise failure
 
     def targets_facts(self) -> dict[str, dict[str, Any]]:
         """What each target's run found, by name."""
