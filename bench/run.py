@@ -206,8 +206,15 @@ class Bench:
         """Everything, in order; prints progress to stderr and the table to stdout."""
         args = self.args
         machine = report.machine_facts()
-        say(f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), load {machine['load']}")
-        if machine["load"][0] > 0.5:
+        before = procs.cpu_busy()
+        time.sleep(1.0)
+        idle_busy = procs.busy_share(before, procs.cpu_busy())
+        machine["busy_before_start"] = idle_busy
+        say(
+            f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), busy before the start: "
+            + " ".join(f"{name} {share:.0%}" for name, share in sorted(idle_busy.items()))
+        )
+        if max(idle_busy.values(), default=0.0) > 0.2:
             say("  note: the machine is busy with other work; figures will be noisier")
         cpus = os.cpu_count() or 1
         if cpus < 2:
