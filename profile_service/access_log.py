@@ -33,7 +33,16 @@ def annotate(key: str, value: str) -> None:
 
 
 class AccessLogInterceptor(UnaryInterceptor):
-    """Logs every unary call except health checks, which a kubelet sends every few seconds."""
+    """Times and counts every unary call except health checks; logs failed calls, or all.
+
+    Logging every successful call costs about 13 % of Get's throughput (measured with
+    `make bench`: JSON formatting, the handler's lock and a write per line, all under the GIL),
+    so by default only failed calls are logged; the metrics count every call.
+    """
+
+    def __init__(self, log_successful_calls: bool = False) -> None:
+        super().__init__()
+        self._log_ok = log_successful_calls
 
     def applies_to(self, method: str) -> bool:
         """Everything but health checks."""
@@ -41,7 +50,7 @@ class AccessLogInterceptor(UnaryInterceptor):
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         """Time, log and count each call of `method`."""
-        return _observed(method, behavior)
+        return _observed(method, behavior, self._log_ok)
 
 
 def _request_id(context: grpc.ServicerContext) -> str:
@@ -51,7 +60,7 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-def _observed(method: str, behavior: Behavior) -> Behavior:
+def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
     short_name = method.rsplit("/", 1)[-1]
 
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
@@ -72,15 +81,16 @@ def _observed(method: str, behavior: Behavior) -> Behavior:
             _ANNOTATIONS.reset(token)
             seconds = time.perf_counter() - started
             metrics.observe_call(short_name, code.name, seconds)
-            _LOGGER.info(
-                "call",
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "code": code.name,
-                    "latency_ms": round(seconds * 1000, 3),
-                    **notes,
-                },
-            )
+            if log_ok or code is not grpc.StatusCode.OK:
+                _LOGGER.info(
+                    "call",
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "code": code.name,
+                        "latency_ms": round(seconds * 1000, 3),
+                        **notes,
+                    },
+                )
 
     return handle

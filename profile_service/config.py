@@ -34,6 +34,7 @@ class Settings:
     db_timeout_seconds: float
     grpc_threads: int
     shutdown_grace_seconds: float
+    access_log_all: bool
     health_check_interval_seconds: float
 
     @classmethod
@@ -83,6 +84,7 @@ class Settings:
             db_timeout_seconds=reader.number("DB_TIMEOUT_SECONDS", 5.0, 0.1, 600),
             grpc_threads=reader.integer("GRPC_THREADS", 16, 1, 1000),
             shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
+            access_log_all=reader.choice("ACCESS_LOG", "errors", ("errors", "all")) == "all",
             health_check_interval_seconds=reader.number(
                 "HEALTH_CHECK_INTERVAL_SECONDS", 1.0, 0.1, 60
             ),
@@ -172,6 +174,15 @@ class _Reader:
         if not low <= value <= high:
             self.fault(name, f"must be between {low} and {high}, got {value}")
         return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() not in allowed:
+            self.fault(name, f"must be one of {', '.join(allowed)}, got {raw!r}")
+            return default
+        return raw.lower()
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.text(name)

@@ -119,7 +119,10 @@ def start(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="rpc"),
-        interceptors=[AccessLogInterceptor(), AuthInterceptor(TokenVerifier(settings))],
+        interceptors=[
+            AccessLogInterceptor(log_successful_calls=settings.access_log_all),
+            AuthInterceptor(TokenVerifier(settings)),
+        ],
         options=_server_options(settings, reuse_port),
     )
     pb_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(service), server)

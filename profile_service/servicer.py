@@ -153,5 +153,10 @@ def _abort_invalid(context: grpc.ServicerContext, violations: list[FieldViolatio
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {message}", details=[packed]
     )
-    context.abort_with_status(rpc_status.to_status(status))
+    grpc_status = rpc_status.to_status(status)
+    # abort_with_status replaces the trailing metadata: keep what was set before (request id).
+    earlier = tuple(context.trailing_metadata() or ())
+    context.abort_with_status(
+        grpc_status._replace(trailing_metadata=earlier + tuple(grpc_status.trailing_metadata))
+    )
     raise AssertionError("abort_with_status returned")  # pragma: no cover

@@ -56,29 +56,58 @@ def test_metrics_count_calls_latency_pool_and_purges(
     assert after[("profile_db_pool_size", ())] >= 1
 
 
-def test_access_log_has_request_id_and_no_secrets(stub, caplog: pytest.LogCaptureFixture) -> None:
+def _call_logged(
+    stub: pb_grpc.ProfileServiceStub,
+    caplog: pytest.LogCaptureFixture,
+    request: pb.UpsertRequest,
+    metadata: tuple[tuple[str, str], ...],
+) -> tuple[dict[str, str], list[logging.LogRecord]]:
+    request_id = uuid.uuid4().hex
+    with caplog.at_level(logging.INFO, logger="profile_service.access"):
+        try:
+            _, call = stub.Upsert.with_call(
+                request, metadata=(*metadata, ("x-request-id", request_id)), timeout=5
+            )
+            trailers = dict(call.trailing_metadata())
+        except grpc.RpcError as exc:
+            trailers = dict(exc.trailing_metadata())  # type: ignore[attr-defined]
+    records = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert trailers["x-request-id"] == request_id
+    return trailers, records
+
+
+def test_failed_calls_are_logged_with_request_id_and_no_secrets(
+    stub, caplog: pytest.LogCaptureFixture
+) -> None:
     sub = str(uuid.uuid4())
     md = user(sub)
     token = md[0][1].removeprefix("Bearer ")
-    with caplog.at_level(logging.INFO, logger="profile_service.access"):
-        call = stub.Upsert.with_call(
-            pb.UpsertRequest(profile=pb.Profile(age=30, limitations="asthma")),
-            metadata=(*md, ("x-request-id", "req-123")),
-            timeout=5,
-        )
-    trailers = dict(call[1].trailing_metadata())
-    assert trailers["x-request-id"] == "req-123"
-    records = [r for r in caplog.records if getattr(r, "request_id", None) == "req-123"]
+    request = pb.UpsertRequest(profile=pb.Profile(age=5, limitations="asthma"))
+    _, records = _call_logged(stub, caplog, request, md)
     assert len(records) == 1
     line = records[0]
     assert (line.method, line.code, line.role) == (
         "/profile.v1.ProfileService/Upsert",
-        "OK",
+        "INVALID_ARGUMENT",
         "authenticated",
     )
+    assert isinstance(line.latency_ms, float)
     everything = str(line.__dict__)
     for secret in (token, sub, "asthma"):
         assert secret not in everything
+
+
+def test_successful_calls_are_logged_only_with_access_log_all(
+    stub, test_db: ThrowawayDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = pb.UpsertRequest(profile=pb.Profile(age=30, limitations="asthma"))
+    _, records = _call_logged(stub, caplog, request, user(uuid.uuid4()))
+    assert records == []  # the default: metrics count them, the log keeps failures
+    with serving(server_env(test_db.service_url, ACCESS_LOG="all")) as (_, channel):
+        all_stub = pb_grpc.ProfileServiceStub(channel)
+        _, records = _call_logged(all_stub, caplog, request, user(uuid.uuid4()))
+    assert [r.code for r in records] == ["OK"]
+    assert "asthma" not in str(records[0].__dict__)
 
 
 @pytest.fixture(scope="module")
