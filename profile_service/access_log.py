@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import grpc
@@ -57,7 +57,7 @@ def _request_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == _REQUEST_ID_KEY and isinstance(value, str) and value:
             return value[:_MAX_REQUEST_ID]
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a UUID4, at a third of the cost
 
 
 def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:

@@ -38,10 +38,20 @@ POOL_WAITING = Gauge(
 PURGED = Counter("profile_purged", "Profiles permanently deleted by Purge.")
 
 
+_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+
 def observe_call(method: str, code: str, seconds: float) -> None:
     """Count one answered call and its latency."""
-    REQUESTS.labels(method, code).inc()
-    LATENCY.labels(method).observe(seconds)
+    # labels() takes a lock and builds a key on every call; the labelled children are cached.
+    children = _children.get((method, code))
+    if children is None:
+        children = _children[(method, code)] = (
+            REQUESTS.labels(method, code),
+            LATENCY.labels(method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_pool(pool: ConnectionPool) -> None:

@@ -105,18 +105,23 @@ def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
 
 
 def profile_from_row(row: Row) -> pb.Profile:
-    """A Profile message from a profiles row."""
-    profile = pb.Profile(id=str(row["id"]), owner_id=str(row["owner_id"]))
-    for name in _OPTIONAL_SCALARS:
-        if row[name] is not None:
-            setattr(profile, name, row[name])
-    if row["available_equipment"]:
-        profile.available_equipment.extend(row["available_equipment"])
+    """A Profile message from a profile row as repository.py returns it."""
+    fields: dict[str, Any] = {
+        name: row[name] for name in _OPTIONAL_SCALARS if row[name] is not None
+    }
+    for name in _TIMESTAMPS:
+        micros = row[name]
+        if micros is not None:
+            seconds, rest = divmod(micros, 1_000_000)
+            fields[name] = {"seconds": seconds, "nanos": rest * 1000}
+    profile = pb.Profile(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        available_equipment=row["available_equipment"] or (),
+        **fields,
+    )
     if row["generation_params"] is not None:
         profile.generation_params.update(row["generation_params"])
-    for name in _TIMESTAMPS:
-        if row[name] is not None:
-            getattr(profile, name).FromDatetime(row[name])
     return profile
 
 
