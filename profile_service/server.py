@@ -2,7 +2,6 @@
 
 import logging
 import signal
-import threading
 from concurrent import futures
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -168,12 +167,19 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
         from profile_service import workers
 
         return workers.supervise(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # Blocked before any thread starts, so every thread inherits the mask and only sigwait()
+    # below receives them. With a Python handler instead, the kernel may deliver the signal to
+    # one of gRPC's busy threads while the main thread sleeps in a lock that it never
+    # interrupts: under load a worker then missed SIGTERM (seen in the bench).
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     running = start(settings, serve_metrics=not worker, reuse_port=worker)
-    stop.wait()
-    _LOGGER.info("shutting down: draining calls for up to %.0fs", settings.shutdown_grace_seconds)
+    received = signal.sigwait(stop_signals)
+    _LOGGER.info(
+        "%s: draining calls for up to %.0fs",
+        signal.Signals(received).name,
+        settings.shutdown_grace_seconds,
+    )
     running.stop(settings.shutdown_grace_seconds)
     _LOGGER.info("stopped")
     return 0
