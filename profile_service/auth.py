@@ -22,7 +22,6 @@ from profile_service.config import Settings
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
 
-API_PREFIX = "/profile.v1.ProfileService/"
 DbRole = Literal["authenticated", "service_role"]
 ALLOWED_ROLES: tuple[DbRole, ...] = ("authenticated", "service_role")
 
@@ -169,19 +168,13 @@ def current_caller() -> Caller:
 
 
 class AuthInterceptor(UnaryInterceptor):
-    """Requires a verified token on ProfileService calls; health and reflection stay open.
+    """Requires a verified token on the API's calls (health and reflection are not wrapped).
 
-    Verification happens inside the wrapped handler, on the worker thread that then runs the
-    RPC, where the contextvar it sets is visible.
+    Verification happens in the handler's own thread, where the contextvar it sets is visible.
     """
 
     def __init__(self, verifier: TokenVerifier) -> None:
-        super().__init__()
         self._verifier = verifier
-
-    def applies_to(self, method: str) -> bool:
-        """The API's methods only."""
-        return method.startswith(API_PREFIX)
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         """Verify the caller's token, then run `behavior` with the caller set."""

@@ -19,6 +19,7 @@ from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
+from profile_service.unary_interceptor import intercepted
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,13 +119,18 @@ def start(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="rpc"),
-        interceptors=[
+        options=_server_options(settings, reuse_port),
+    )
+    # The request path: access log (request id, timing, metrics) → auth → servicer.
+    api = intercepted(
+        ProfileServicer(service),
+        pb.DESCRIPTOR.services_by_name["ProfileService"],
+        [
             AccessLogInterceptor(log_successful_calls=settings.access_log_all),
             AuthInterceptor(TokenVerifier(settings)),
         ],
-        options=_server_options(settings, reuse_port),
     )
-    pb_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(service), server)
+    pb_grpc.add_ProfileServiceServicer_to_server(api, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(
         server,
