@@ -93,3 +93,16 @@ def test_purge_below_the_floor_deletes_nothing(
         "SELECT profile_api.purge_profiles('{}', 1, 100, false)"
     ).fetchone() == (0,)
     assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (2,)
+
+
+def test_auth_uid_reads_sub_the_way_supabase_does(admin: psycopg.Connection) -> None:
+    legacy, modern = str(uuid.uuid4()), str(uuid.uuid4())
+    with admin.transaction():
+        admin.execute(
+            "SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": modern}),)
+        )
+        assert admin.execute("SELECT auth.uid()::text").fetchone() == (modern,)
+        # The older per-claim setting wins when present, as in Supabase's definition.
+        admin.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (legacy,))
+        assert admin.execute("SELECT auth.uid()::text").fetchone() == (legacy,)
+    assert admin.execute("SELECT auth.uid()").fetchone() == (None,)
