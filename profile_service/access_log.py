@@ -1,5 +1,5 @@
-"""Per API call: one structured log line (request id, method, status, latency, caller role) and
-the request metrics.
+"""Per API call: a request id, the request metrics, and a structured log line (request id,
+method, status, latency, caller role) for failed calls, or for all with ACCESS_LOG=all.
 
 Never the token, the `sub`, or any profile field (GDPR). The request id comes from the
 `x-request-id` metadata, or is generated, and is returned in the trailing metadata.

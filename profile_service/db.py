@@ -6,11 +6,12 @@ implicit transaction, one round trip. Nothing survives on the pooled connection 
 and the login role itself can read nothing, so forgetting the role fails instead of bypassing
 RLS.
 
-The only per-connection state is `statement_timeout`, which is not a security setting: it is
-set at session level and changed only when a call needs a different one, pipelined with that
-call's statement (still one round trip, one implicit transaction: if the call fails, the change
-is rolled back with it). Timeouts are rounded down to a short ladder (the maximum, then halves)
-so that callers with similar deadlines reuse one setting.
+The only session setting is `statement_timeout`, which is not a security setting: it is set at
+session level and changed only when a call needs a different one, pipelined with that call's
+statement (still one round trip, one implicit transaction: if the call fails, the change is
+rolled back with it). Timeouts are rounded down to a short ladder (the maximum, then halves) so
+that callers with similar deadlines reuse one setting. Besides it, this process remembers per
+connection which statements are prepared, and keeps one cursor to reuse.
 """
 
 from collections.abc import Callable
