@@ -57,11 +57,11 @@ def get(caller: Caller, owner_id: str) -> Query[Row | None]:
     return Query(_GET, (caller.role, caller.claims_json, owner_id), _row)
 
 
-def upsert(caller: Caller, values: Mapping[str, Any], mask: frozenset[str]) -> Query[Row | None]:
-    """Create or update the caller's profile with the `mask` fields of `values`."""
-    masked = {k: v for k, v in values.items() if k in mask}
+def upsert(caller: Caller, changes: Mapping[str, Any], mask: frozenset[str]) -> Query[Row | None]:
+    """Create or update the caller's profile: the `mask` fields take their `changes` values
+    (absent: NULL); the others are NULL on create and kept on update."""
     mask_literal = "{" + ",".join(sorted(mask)) + "}"
-    return Query(_UPSERT, (caller.claims_json, Jsonb(masked), mask_literal), _row)
+    return Query(_UPSERT, (caller.claims_json, Jsonb(dict(changes)), mask_literal), _row)
 
 
 def soft_delete(caller: Caller) -> Query[Row | None]:

@@ -78,13 +78,14 @@ class ProfileService:
     ) -> Row:
         """Create or update the caller's own profile (users only)."""
         _require_user(caller)
+        changes = {k: v for k, v in values.items() if k in mask}
         _raise_if_invalid(
             check_owner_id(owner_id, "profile.owner_id")
             + check_update_mask(mask)
-            + check_fields({k: v for k, v in values.items() if k in mask})
+            + check_fields(changes)
         )
         _own_owner_id(caller, owner_id)
-        return _found(self._run(repository.upsert(caller, values, mask), deadline))
+        return _found(self._run(repository.upsert(caller, changes, mask), deadline))
 
     def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """Soft-delete the caller's own active profile (users only)."""
