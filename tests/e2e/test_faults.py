@@ -78,10 +78,12 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 1.5
     assert _wait_for(lambda: _health(channel) == NOT_SERVING)
+    assert _health(channel, "") == NOT_SERVING  # overall health follows the database too
     assert _health(channel, "liveness") == SERVING  # unready, but not to be restarted
 
     proxy.restore()
     assert _wait_for(lambda: _health(channel) == SERVING)
+    assert _health(channel, "") == SERVING
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 

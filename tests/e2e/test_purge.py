@@ -8,7 +8,9 @@ import psycopg
 import pytest
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from tests.e2e.conftest import field_violations, rpc_error, service, user
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import field_violations, rpc_error, server_env, service, serving, user
 
 
 def _seed_deleted(admin: psycopg.Connection, days_ago: list[float]) -> list[uuid.UUID]:
@@ -99,3 +101,18 @@ def test_two_concurrent_purges_count_each_row_once(stub, admin: psycopg.Connecti
     assert errors == []
     assert sum(counts) == 3000
     assert _remaining(admin) == set()
+
+
+def test_a_raised_minimum_is_the_default_and_the_floor(
+    test_db: ThrowawayDatabase, admin: psycopg.Connection
+) -> None:
+    env = server_env(test_db.service_url, PURGE_MIN_RETENTION_DAYS="45")
+    _seed_deleted(admin, [40, 50])
+    with serving(env) as (_, channel):
+        raised = pb_grpc.ProfileServiceStub(channel)
+        request = pb.PurgeRequest(retention_days=40)
+        error = rpc_error(lambda: raised.Purge(request, metadata=service(), timeout=5))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at least 45" in field_violations(error)["retention_days"]
+        dry = raised.Purge(pb.PurgeRequest(dry_run=True), metadata=service(), timeout=5)
+    assert dry.purge_count == 1  # only the profile deleted 50 days ago
