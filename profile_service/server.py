@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from psycopg_pool import ConnectionPool
 
-from profile_service import db, metrics, reflection
+from profile_service import db, metrics, reflection, repository
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
@@ -97,7 +97,11 @@ def start(
     workers, whose parent serves their sum.
     """
     pool = db.create_pool(
-        settings.database_url, size=settings.db_pool_size, prepare=settings.db_prepare
+        settings.database_url,
+        size=settings.db_pool_size,
+        prepare=settings.db_prepare,
+        statements=repository.STATEMENTS,
+        timeout_ms=db.statement_timeout_ms(None, settings.db_timeout_seconds),
     )
     pool.open(wait=False)
     try:

@@ -9,24 +9,40 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from psycopg.pq import Trace
 from psycopg_pool import ConnectionPool
 
-from profile_service import db
+from profile_service import db, repository
 from profile_service.auth import Caller
 from profile_service.service import ProfileService
 from profile_service.validation import WRITABLE_FIELDS
 from tests.conftest import ThrowawayDatabase
 
 
-@pytest.fixture
+@dataclass
+class Traced:
+    """A service on a one-connection pool, and the client messages libpq sent since last asked."""
+
+    service: ProfileService
+    messages: Callable[[], list[str]]
+    prepared: bool
+
+
+@pytest.fixture(params=[True, False], ids=["prepared", "unprepared"])
 def service_and_trace(
-    test_db: ThrowawayDatabase, admin: Any
-) -> Iterator[tuple[ProfileService, Callable[[], list[str]]]]:
-    pool: ConnectionPool = db.create_pool(test_db.service_url, size=1, prepare=True)
+    request: pytest.FixtureRequest, test_db: ThrowawayDatabase, admin: Any
+) -> Iterator["Traced"]:
+    pool: ConnectionPool = db.create_pool(
+        test_db.service_url,
+        size=1,
+        prepare=request.param,
+        statements=repository.STATEMENTS,
+        timeout_ms=5000,
+    )
     pool.open(wait=True)
     with tempfile.TemporaryFile(mode="w+") as trace_file:
         with pool.connection() as conn:  # the only connection: every call below uses it
@@ -43,7 +59,7 @@ def service_and_trace(
 
         try:
             service = ProfileService(pool, min_retention_days=30, db_timeout_seconds=5)
-            yield service, messages_since_last_call
+            yield Traced(service, messages_since_last_call, request.param)
         finally:
             pool.close()
 
@@ -54,17 +70,18 @@ def _user() -> Caller:
     return Caller("authenticated", sub, json.dumps(claims), time.time() + 60)
 
 
-def test_get_upsert_and_soft_delete_take_one_round_trip_each(
-    service_and_trace: tuple[ProfileService, Callable[[], list[str]]],
-) -> None:
-    service, messages = service_and_trace
+def test_get_upsert_and_soft_delete_take_one_round_trip_each(service_and_trace: Traced) -> None:
+    service, messages = service_and_trace.service, service_and_trace.messages
     caller = _user()
     everything = frozenset(WRITABLE_FIELDS)
-    for round_ in range(2):  # the second time, statements are prepared already
-        calls = {
-            "Upsert": lambda: service.upsert(caller, "", {"age": 30}, everything, None),
-            "Get": lambda: service.get(caller, "", None),
-            "SoftDelete": lambda: service.soft_delete(caller, "", None),
+    # A deadline shorter than DB_TIMEOUT_SECONDS changes the session's statement_timeout: that
+    # change rides in the same round trip.
+    soon = time.monotonic() + 1.0
+    for round_, deadline in enumerate((None, None, soon, soon, None)):
+        calls: dict[str, Callable[[], object]] = {
+            "Upsert": lambda d=deadline: service.upsert(caller, "", {"age": 30}, everything, d),
+            "Get": lambda d=deadline: service.get(caller, "", d),
+            "SoftDelete": lambda d=deadline: service.soft_delete(caller, "", d),
         }
         for name, call in calls.items():
             messages()
@@ -72,5 +89,32 @@ def test_get_upsert_and_soft_delete_take_one_round_trip_each(
             sent = messages()
             assert sent.count("Sync") == 1, (round_, name, sent)
             assert "Query" not in sent, (round_, name, sent)
-            if round_ == 1:
-                assert "Parse" not in sent, (name, sent)  # prepared: Bind/Execute only
+            # The first call after the deadline changes also sends the new timeout.
+            changes_timeout = round_ in (2, 4) and name == "Upsert"
+            assert sent.count("Execute") == (2 if changes_timeout else 1), (round_, name, sent)
+            if service_and_trace.prepared and not changes_timeout:
+                assert "Parse" not in sent, (round_, name, sent)  # prepared: Bind/Execute only
+            if not service_and_trace.prepared:
+                assert "Parse" in sent, (round_, name, sent)  # unnamed: parsed every time
+
+
+def test_a_new_connection_is_set_up_before_its_first_call(
+    test_db: ThrowawayDatabase, admin: Any
+) -> None:
+    """The statements are prepared, and the timeout set, when the pool opens a connection."""
+    pool = db.create_pool(
+        test_db.service_url,
+        size=1,
+        prepare=True,
+        statements=repository.STATEMENTS,
+        timeout_ms=1234,
+    )
+    pool.open(wait=True)
+    try:
+        with pool.connection() as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements")}
+            timeout = conn.execute("SHOW statement_timeout").fetchone()
+        assert {s.name for s in repository.STATEMENTS} <= names
+        assert timeout == ("1234ms",)
+    finally:
+        pool.close()
