@@ -71,6 +71,15 @@ class BenchDatabase:
             row = conn.execute("SELECT count(*) FROM profile.profiles").fetchone()
         return int(row[0]) if row else 0
 
+    def session_pids(self) -> list[int]:
+        """Process ids of the service login's sessions in this database (the server's pool)."""
+        with psycopg.connect(self.admin_url) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND usename = %s",
+                (self.name, devdb.SERVICE_LOGIN_ROLE),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
     def server_version(self) -> str:
         """PostgreSQL's version string."""
         with psycopg.connect(self.admin_url) as conn:

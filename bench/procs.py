@@ -182,28 +182,60 @@ def busy_share(
     return shares
 
 
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies over all CPUs: time a hypervisor gave to other guests."""
+    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    numbers = [int(v) for v in first[1:]]
+    return (numbers[7] if len(numbers) > 7 else 0), sum(numbers)
+
+
+def pin(pids: list[int], cpus: str, expect: str) -> int:
+    """Pin each process whose name is `expect` to `cpus` ("1" or "0,1"); how many were pinned.
+
+    The name check keeps a process id from another machine (a remote database's) from pinning
+    an unrelated local process. Processes that ended meanwhile are skipped; an OSError (no
+    permission) is raised.
+    """
+    chosen = {int(c) for c in cpus.split(",")}
+    pinned = 0
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != expect:
+                continue
+            os.sched_setaffinity(pid, chosen)
+            pinned += 1
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+    return pinned
+
+
 class Meter:
-    """Server CPU (its process tree, in cores) and each CPU's busy share between start and stop."""
+    """Server CPU (its process tree, in cores), each CPU's busy share and the steal share
+    between start and stop."""
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
         self._cpu = 0.0
         self._busy: dict[str, tuple[int, int]] = {}
+        self._steal = (0, 0)
         self._began = 0.0
 
     def start(self) -> None:
         """Take the first reading."""
         self._cpu = tree_cpu_seconds(self._pid)
         self._busy = cpu_busy()
+        self._steal = cpu_steal()
         self._began = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
         """Take the second reading; the usage in between."""
         elapsed = time.monotonic() - self._began
         cpu = tree_cpu_seconds(self._pid) - self._cpu
+        steal, total = cpu_steal()
         return {
             "server_cpu": cpu / elapsed if elapsed > 0 else 0.0,
             "cpu_busy": busy_share(self._busy, cpu_busy()),
+            "steal": (steal - self._steal[0]) / max(1, total - self._steal[1]),
         }
 
 

@@ -140,6 +140,12 @@ def summary(
             "workers: only one worker measured (`profile-service serve --help` lists no "
             "--workers, or --workers 1 was asked)"
         )
+    stolen = [c for c in cells if c.get("steal", 0.0) >= 0.05]
+    if stolen:
+        lines.append(
+            f"note: in {len(stolen)} cells the hypervisor took >= 5% of the CPUs (steal): "
+            "those figures are low and noisy"
+        )
     errors = sum(c["errors"] for c in cells)
     check_errors = sum(f.get("get_check", {}).get("errors", 0) for f in targets.values())
     figures["errors"] = errors
@@ -222,9 +228,13 @@ def progress_line(cell: dict[str, Any]) -> str:
     busy = cell.get("cpu_busy", {})
     cores = " ".join(f"{name} {share:.0%}" for name, share in sorted(busy.items()))
     extra = f", rows created {cell['rows_created']}" if "rows_created" in cell else ""
+    runs = cell.get("runs_rps", [])
+    spread = f"  runs {'/'.join(f'{r:,.0f}' for r in runs)}" if len(runs) > 1 else ""
+    steal = cell.get("steal", 0.0)
+    extra += f", steal {steal:.0%}" if steal >= 0.01 else ""
     return (
         f"{RPC_NAMES[cell['rpc']]:<6} c={cell['concurrency']:<3} {cell['loadgen']:<6} "
         f"{cell['rps']:>8,.0f}/s  p50 {cell['p50_ms']:.2f}  p99 {cell['p99_ms']:.2f} ms  "
         f"errors {cell['errors']}  server {cell.get('server_cpu', 0):.2f} cores, "
-        f"loadgen {cell.get('loadgen_cpu', 0):.2f}  [{cores}]{extra}"
+        f"loadgen {cell.get('loadgen_cpu', 0):.2f}  [{cores}]{extra}{spread}"
     )
