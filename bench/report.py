@@ -61,12 +61,18 @@ def add_ratios(cells: list[dict[str, Any]]) -> None:
         if c["kind"] == "bare" and c["loadgen"] == "py-aio"
     }
     for cell in cells:
-        ceiling = ceilings.get((cell["rpc"], cell["concurrency"]))
-        if ceiling is None or ceiling["rps"] <= 0:
-            continue
-        cell["ceiling"] = f"{ceiling['target']} ({ceiling['loadgen']})"
-        cell["ceiling_rps"] = ceiling["rps"]
-        cell["vs_ceiling"] = cell["rps"] / ceiling["rps"]
+        paired = cell.get("paired_ceiling_rps", 0.0)
+        if paired > 0:  # measured alternately with this cell's own runs: the fairer ceiling
+            cell["ceiling"] = "bare-sync (h2load), paired runs"
+            cell["ceiling_rps"] = paired
+            cell["vs_ceiling"] = cell["rps"] / paired
+        else:
+            ceiling = ceilings.get((cell["rpc"], cell["concurrency"]))
+            if ceiling is None or ceiling["rps"] <= 0:
+                continue
+            cell["ceiling"] = f"{ceiling['target']} ({ceiling['loadgen']})"
+            cell["ceiling_rps"] = ceiling["rps"]
+            cell["vs_ceiling"] = cell["rps"] / ceiling["rps"]
         same_client = python_bare.get((cell["rpc"], cell["concurrency"]))
         if cell["kind"] == "real" and cell["loadgen"] == "py-aio" and same_client:
             cell["vs_same_client_on_bare_sync"] = cell["rps"] / same_client
@@ -146,7 +152,7 @@ def summary(
             f"note: in {len(stolen)} cells the hypervisor took >= 5% of the CPUs (steal): "
             "those figures are low and noisy"
         )
-    errors = sum(c["errors"] for c in cells)
+    errors = sum(c["errors"] + c.get("paired_ceiling_errors", 0) for c in cells)
     check_errors = sum(f.get("get_check", {}).get("errors", 0) for f in targets.values())
     figures["errors"] = errors
     figures["check_errors"] = check_errors
@@ -230,6 +236,8 @@ def progress_line(cell: dict[str, Any]) -> str:
     extra = f", rows created {cell['rows_created']}" if "rows_created" in cell else ""
     runs = cell.get("runs_rps", [])
     spread = f"  runs {'/'.join(f'{r:,.0f}' for r in runs)}" if len(runs) > 1 else ""
+    ref = cell.get("paired_ceiling_runs_rps", [])
+    spread += f"  paired ceiling {'/'.join(f'{r:,.0f}' for r in ref)}" if ref else ""
     steal = cell.get("steal", 0.0)
     extra += f", steal {steal:.0%}" if steal >= 0.01 else ""
     return (

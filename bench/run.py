@@ -114,6 +114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="0", help="CPUs of a one-worker server")
     parser.add_argument("--loadgen-cpus", default="1", help="CPUs of the load generator")
     parser.add_argument(
+        "--no-paired",
+        dest="paired",
+        action="store_false",
+        help="do not alternate each real run with a run of a bare sync reference server",
+    )
+    parser.add_argument(
         "--db-cpus",
         default="",
         help="CPUs for the real server's PostgreSQL sessions (default: the load generator's; "
@@ -200,6 +206,8 @@ class Bench:
         self.get_tokens_file = self.tmp / "get-tokens.txt"
         self.token_cursor = 0
         self.started_at = time.time()
+        # The bare sync server kept running beside the real ones, for paired ceiling runs.
+        self.reference: Target | None = None
 
     def close(self) -> None:
         """Remove temporary files, and the database unless asked to keep it."""
@@ -247,6 +255,8 @@ class Bench:
         failure: BaseException | None = None
         try:
             for target in self.targets:
+                if target.kind == "real" and self.reference is None and args.paired:
+                    self._start_reference(gen)
                 self._bench_target(target, gen)
             self.complete = True
         except Exception as exc:  # report what was measured, then fail
@@ -268,6 +278,7 @@ class Bench:
                 "server_cpus": args.server_cpus,
                 "loadgen_cpus": args.loadgen_cpus,
                 "db_cpus": args.db_cpus,
+                "paired": self.reference is not None,
                 "server_env": args.server_env,
             },
             "targets": [
@@ -433,6 +444,33 @@ class Bench:
                     f"exited with {code} after SIGTERM (see {log})"
                 )
 
+    def _start_reference(self, gen: str) -> None:
+        """Start the bare sync server that each real run is paired with (h2load only).
+
+        The machine's speed drifts by more than the service's optimisations (other guests on
+        the host): a ceiling measured minutes before the real server can be 20 % off. So every
+        real run is preceded by a run of the same RPC and concurrency on this reference, on the
+        same CPUs, and the real cell's ratio is to the fastest of those paired runs. It idles
+        while the real server is loaded.
+        """
+        if gen != "h2load":
+            return
+        threads = ["--threads", str(self.args.bare_threads)]
+        reference = Target(
+            name="bare-sync-reference",
+            kind="bare",
+            command=[sys.executable, "-m", "bench.bare_server", "--kind", "sync", *threads],
+            cpus=self.args.server_cpus,
+            port=procs.free_port(),
+        )
+        log = self.logs / f"{reference.name}.log"
+        command = [*reference.command, "--port", str(reference.port)]
+        say(f"{reference.name}: starting on 127.0.0.1:{reference.port}, CPUs {reference.cpus}")
+        server = self.processes.start(command, cpus=reference.cpus, log=log)
+        self._wait_ready(reference, server, log)
+        reference.facts["pid"] = server.pid
+        self.reference = reference
+
     def _wait_ready(self, target: Target, server: "subprocess.Popen[bytes]", log: Path) -> None:
         address = f"127.0.0.1:{target.port}"
 
@@ -530,7 +568,12 @@ class Bench:
                 runs.append("python")
         for loadgen in runs:
             results = []
+            paired: list[dict[str, Any]] = []
             for _ in range(self.args.repeat):
+                if target.kind == "real" and self.reference is not None:
+                    ref = self.reference
+                    meter = procs.Meter(int(ref.facts["pid"]))
+                    paired.append(self._h2load_cell(ref, rpc, concurrency, meter))
                 if target.kind == "real":
                     self._pin_database_sessions(target)
                 meter = procs.Meter(server.pid)
@@ -549,10 +592,14 @@ class Bench:
                 "concurrency": concurrency,
                 "loadgen": "h2load" if loadgen == "h2load" else "py-aio",
                 **result,
-                # Errors count in every run, not only the median one.
+                # Errors count in every run, not only the best one.
                 "errors": sum(int(r["errors"]) for r in results),
                 "runs_rps": [round(float(r["rps"]), 1) for r in results],
             }
+            if paired:
+                cell["paired_ceiling_rps"] = max(float(r["rps"]) for r in paired)
+                cell["paired_ceiling_runs_rps"] = [round(float(r["rps"]), 1) for r in paired]
+                cell["paired_ceiling_errors"] = sum(int(r["errors"]) for r in paired)
             self.cells.append(cell)
             say("  " + report.progress_line(cell))
 
