@@ -1,0 +1,70 @@
+"""The bench's arithmetic: which ceiling a row is compared with, and what the summary counts.
+
+The bench itself is run by `make bench`, never by the tests (no test asserts a speed); these
+check only how its figures are combined.
+"""
+
+from typing import Any
+
+from bench import report
+
+
+def _cell(target: str, kind: str, rps: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "target": target,
+        "kind": kind,
+        "workers": 1,
+        "rpc": "get",
+        "concurrency": 16,
+        "loadgen": "h2load",
+        "rps": rps,
+        "p50_ms": 1.0,
+        "p90_ms": 2.0,
+        "p99_ms": 3.0,
+        "errors": 0,
+        **extra,
+    }
+
+
+def test_a_real_row_is_compared_with_its_paired_runs_when_it_has_them() -> None:
+    cells = [
+        _cell("bare-sync", "bare", 4000.0),
+        _cell("bare-aio", "bare", 3000.0),
+        _cell("real-1w", "real", 3000.0, paired_ceiling_rps=6000.0),
+        _cell("real-2w", "real", 3000.0),
+    ]
+    report.add_ratios(cells)
+    bare_sync, bare_aio, paired, unpaired = cells
+    assert (bare_sync["vs_ceiling"], bare_aio["vs_ceiling"]) == (1.0, 0.75)
+    assert paired["ceiling_rps"] == 6000.0
+    assert paired["vs_ceiling"] == 0.5
+    assert paired["ceiling"] == "bare-sync (h2load), paired runs"
+    assert unpaired["ceiling_rps"] == 4000.0  # the fastest bare row
+    assert unpaired["vs_ceiling"] == 0.75
+
+
+def test_the_summary_judges_targets_on_the_paired_ratio_and_counts_paired_errors() -> None:
+    cells = [
+        _cell("bare-sync", "bare", 4000.0),
+        _cell("real-1w", "real", 3000.0, paired_ceiling_rps=6000.0, paired_ceiling_errors=2),
+    ]
+    report.add_ratios(cells)
+    result = report.summary(cells, {"real-1w": {"workers": 1}})
+    assert result["figures"]["get_c16_vs_ceiling"] == 0.5
+    assert any("= 50% of the ceiling" in line and "NOT met" in line for line in result["lines"])
+    assert result["figures"]["errors"] == 2
+
+
+def test_the_progress_line_shows_every_run_and_the_paired_ones() -> None:
+    cell = _cell(
+        "real-1w",
+        "real",
+        3000.0,
+        runs_rps=[2800.0, 3000.0],
+        paired_ceiling_runs_rps=[5900.0, 6000.0],
+        steal=0.07,
+    )
+    line = report.progress_line(cell)
+    assert "runs 2,800/3,000" in line
+    assert "paired ceiling 5,900/6,000" in line
+    assert "steal 7%" in line
