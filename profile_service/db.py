@@ -17,6 +17,10 @@ when a connection is opened, and changed only when a call needs a different one,
 that call's statement (still one round trip, one implicit transaction: if the call fails, the
 change is rolled back with it). Timeouts are rounded down to a short ladder (the maximum, then
 halves) so that callers with similar deadlines reuse one setting.
+
+Without prepared statements (`DB_PREPARE=false`, for PgBouncer in transaction mode) nothing at
+all is left on a server connection, since the next transaction on it may be another client's:
+every call pipelines a transaction-local `statement_timeout` with its unnamed statement.
 """
 
 from collections.abc import Callable, Sequence
@@ -34,6 +38,7 @@ T = TypeVar("T")
 Value = bytes | None
 
 _SET_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
+_SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,9 @@ class Query(Generic[T]):
 
 @dataclass
 class _Session:
-    """What this process knows of a pooled connection: its timeout, whether it prepared."""
+    """A pooled connection with our statements prepared, and its session timeout."""
 
     timeout_ms: int
-    prepared: bool
 
 
 _sessions: "WeakKeyDictionary[psycopg.Connection, _Session]" = WeakKeyDictionary()
@@ -74,19 +78,20 @@ def create_pool(
 ) -> ConnectionPool:
     """A closed pool of `size` autocommit connections; call `.open()` to start it.
 
-    Each new connection gets `timeout_ms` as its statement_timeout and, with `prepare`, the
-    `statements` prepared. `prepare=False` is for PgBouncer in transaction mode, where a
-    prepared statement may not be on the next transaction's server connection: each call then
-    sends its statement unnamed (Parse, Bind, Execute, still one round trip). The queries
+    With `prepare`, each new connection gets the `statements` prepared and `timeout_ms` as
+    its statement_timeout. `prepare=False` is for PgBouncer in transaction mode, where neither
+    a prepared statement nor a session setting stays with us: each call then sends its
+    statement unnamed, behind a transaction-local timeout (still one round trip). The queries
     inside the profile_api functions are planned once per session by PL/pgSQL either way.
     """
 
     def configure(conn: psycopg.Connection) -> None:
+        if not prepare:
+            return
         psycopg.RawCursor(conn).execute(_SET_TIMEOUT, (str(timeout_ms),), prepare=False)
-        if prepare:
-            for statement in statements:
-                _check(conn, conn.pgconn.prepare(statement.name.encode(), statement.sql.encode()))
-        _sessions[conn] = _Session(timeout_ms, prepare)
+        for statement in statements:
+            _check(conn, conn.pgconn.prepare(statement.name.encode(), statement.sql.encode()))
+        _sessions[conn] = _Session(timeout_ms)
 
     return ConnectionPool(
         conninfo,
@@ -123,36 +128,31 @@ def run(conn: psycopg.Connection, query: Query[T], *, timeout_ms: int) -> T:
     """Run `query` on `conn` (from a pool made by create_pool) with `timeout_ms`, in one round
     trip.
 
-    Usually the prepared statement alone (the unnamed one without prepare). When the session's
-    timeout must change, the statement rides in a pipeline behind the change.
+    Usually the prepared statement alone. When the session's timeout must change, or nothing
+    is prepared (PgBouncer), the statement rides in a pipeline behind the timeout.
     """
     session = _sessions.get(conn)
-    if session is None or session.timeout_ms != timeout_ms:
-        return _run_with_timeout(conn, query, timeout_ms)
+    if session is None:
+        return _pipelined(conn, query, _SET_LOCAL_TIMEOUT, timeout_ms)
+    if session.timeout_ms != timeout_ms:
+        answer = _pipelined(conn, query, _SET_TIMEOUT, timeout_ms)
+        session.timeout_ms = timeout_ms
+        return answer
     # None is NULL to libpq (psycopg's own dumpers pass it so), whatever the stub says.
     params = cast(list[bytes], [None if p is None else p.encode() for p in query.params])
-    statement = query.statement
-    if session.prepared:
-        result = conn.pgconn.exec_prepared(statement.name.encode(), params)
-    else:
-        result = conn.pgconn.exec_params(statement.sql.encode(), params)
+    result = conn.pgconn.exec_prepared(query.statement.name.encode(), params)
     _check(conn, result)
     return query.read(result.get_value(0, 0) if result.ntuples else None)
 
 
-def _run_with_timeout(conn: psycopg.Connection, query: Query[T], timeout_ms: int) -> T:
+def _pipelined(conn: psycopg.Connection, query: Query[T], set_timeout: str, ms: int) -> T:
+    """`set_timeout` then the unnamed statement, one Sync: one round trip, one transaction."""
     cur = psycopg.RawCursor(conn)
     with conn.pipeline():
-        cur.execute(_SET_TIMEOUT, (str(timeout_ms),), prepare=False)
+        cur.execute(set_timeout, (str(ms),), prepare=False)
         cur.execute(query.statement.sql, query.params, prepare=False)
     result = cur.pgresult
-    value = result.get_value(0, 0) if result is not None and result.ntuples else None
-    session = _sessions.get(conn)
-    if session is None:
-        _sessions[conn] = _Session(timeout_ms, prepared=False)
-    else:
-        session.timeout_ms = timeout_ms
-    return query.read(value)
+    return query.read(result.get_value(0, 0) if result is not None and result.ntuples else None)
 
 
 def _check(conn: psycopg.Connection, result: pq.abc.PGresult) -> None:

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.pq import Trace
 from psycopg_pool import ConnectionPool
 
 from profile_service import db, repository
 from profile_service.auth import Caller
-from profile_service.service import ProfileService
+from profile_service.service import ProfileService, Unavailable
 from profile_service.validation import WRITABLE_FIELDS
 from tests.conftest import ThrowawayDatabase
 
@@ -28,6 +29,7 @@ class Traced:
     """A service on a one-connection pool, and the client messages libpq sent since last asked."""
 
     service: ProfileService
+    pool: ConnectionPool
     messages: Callable[[], list[str]]
     prepared: bool
 
@@ -59,7 +61,7 @@ def service_and_trace(
 
         try:
             service = ProfileService(pool, min_retention_days=30, db_timeout_seconds=5)
-            yield Traced(service, messages_since_last_call, request.param)
+            yield Traced(service, pool, messages_since_last_call, request.param)
         finally:
             pool.close()
 
@@ -89,13 +91,17 @@ def test_get_upsert_and_soft_delete_take_one_round_trip_each(service_and_trace: 
             sent = messages()
             assert sent.count("Sync") == 1, (round_, name, sent)
             assert "Query" not in sent, (round_, name, sent)
-            # The first call after the deadline changes also sends the new timeout.
-            changes_timeout = round_ in (2, 4) and name == "Upsert"
-            assert sent.count("Execute") == (2 if changes_timeout else 1), (round_, name, sent)
-            if service_and_trace.prepared and not changes_timeout:
-                assert "Parse" not in sent, (round_, name, sent)  # prepared: Bind/Execute only
-            if not service_and_trace.prepared:
-                assert "Parse" in sent, (round_, name, sent)  # unnamed: parsed every time
+            if service_and_trace.prepared:
+                # The first call after the deadline changes also sends the new timeout.
+                changes_timeout = round_ in (2, 4) and name == "Upsert"
+                executes = 2 if changes_timeout else 1
+                assert sent.count("Execute") == executes, (round_, name, sent)
+                if not changes_timeout:
+                    assert "Parse" not in sent, (round_, name, sent)  # Bind/Execute only
+            else:
+                # Every call: a transaction-local timeout, then the statement, parsed unnamed.
+                assert sent.count("Execute") == 2, (round_, name, sent)
+                assert sent.count("Parse") == 2, (round_, name, sent)
 
 
 def test_a_new_connection_is_set_up_before_its_first_call(
@@ -118,3 +124,42 @@ def test_a_new_connection_is_set_up_before_its_first_call(
         assert timeout == ("1234ms",)
     finally:
         pool.close()
+
+
+def test_the_timeout_sent_with_a_statement_applies_to_it(
+    service_and_trace: Traced, test_db: ThrowawayDatabase
+) -> None:
+    """A call blocked by a row lock ends at its deadline's statement_timeout, not later."""
+    service = service_and_trace.service
+    caller = _user()
+    service.upsert(caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), None)
+    with psycopg.connect(test_db.admin_url) as locker:  # holds the row until the block ends
+        locker.execute("SELECT 1 FROM profile.profiles FOR UPDATE")
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="timed out"):
+            service.upsert(
+                caller, "", {"age": 31}, frozenset(WRITABLE_FIELDS), time.monotonic() + 0.6
+            )
+        waited = time.monotonic() - started
+    assert 0.2 < waited < 0.6, waited  # the ladder's 5000 ms halved to fit: 312 ms
+    assert service.get(caller, "", None)["age"] == 30
+
+
+def test_each_mode_leaves_on_the_server_connection_only_what_it_promises(
+    service_and_trace: Traced,
+) -> None:
+    """Prepared: our statements and a session timeout. Unprepared (PgBouncer, where the next
+    transaction on a server connection may be another client's): nothing at all."""
+    caller = _user()
+    service_and_trace.service.upsert(
+        caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), time.monotonic() + 1
+    )
+    with service_and_trace.pool.connection() as conn:
+        timeout = conn.execute("SHOW statement_timeout").fetchone()
+        rows = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    if service_and_trace.prepared:
+        assert timeout == ("625ms",)  # the ladder's step for a one-second deadline
+        assert {name for (name,) in rows} == {s.name for s in repository.STATEMENTS}
+    else:
+        assert timeout == ("0",)  # the server's default
+        assert rows == []
