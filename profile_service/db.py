@@ -25,6 +25,7 @@ every call pipelines a transaction-local `statement_timeout` with its unnamed st
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Generic, TypeVar, cast
 from weakref import WeakKeyDictionary
 
@@ -47,6 +48,11 @@ class Statement:
 
     name: str
     sql: str
+
+    @cached_property
+    def name_bytes(self) -> bytes:
+        """`name` as libpq takes it (encoded once, not per call)."""
+        return self.name.encode()
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def create_pool(
             return
         psycopg.RawCursor(conn).execute(_SET_TIMEOUT, (str(timeout_ms),), prepare=False)
         for statement in statements:
-            _check(conn, conn.pgconn.prepare(statement.name.encode(), statement.sql.encode()))
+            _check(conn, conn.pgconn.prepare(statement.name_bytes, statement.sql.encode()))
         _sessions[conn] = _Session(timeout_ms)
 
     return ConnectionPool(
@@ -140,7 +146,7 @@ def run(conn: psycopg.Connection, query: Query[T], *, timeout_ms: int) -> T:
         return answer
     # None is NULL to libpq (psycopg's own dumpers pass it so), whatever the stub says.
     params = cast(list[bytes], [None if p is None else p.encode() for p in query.params])
-    result = conn.pgconn.exec_prepared(query.statement.name.encode(), params)
+    result = conn.pgconn.exec_prepared(query.statement.name_bytes, params)
     _check(conn, result)
     return query.read(result.get_value(0, 0) if result.ntuples else None)
 
