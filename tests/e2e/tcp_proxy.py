@@ -65,7 +65,13 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
-                self._sockets += [client, upstream]
+                live = self._listener is listener
+                if live:
+                    self._sockets += [client, upstream]
+            if not live:  # cut while this connection was being set up: it must not survive
+                client.close()
+                upstream.close()
+                return
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
