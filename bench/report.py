@@ -63,7 +63,8 @@ def add_ratios(cells: list[dict[str, Any]]) -> None:
     for cell in cells:
         paired = cell.get("paired_ceiling_rps", 0.0)
         if paired > 0:  # measured alternately with this cell's own runs: the fairer ceiling
-            cell["ceiling"] = "bare-sync (h2load), paired runs"
+            reference = cell.get("paired_ceiling_target", "bare-sync")
+            cell["ceiling"] = f"{reference} (h2load), paired runs"
             cell["ceiling_rps"] = paired
             cell["vs_ceiling"] = cell["rps"] / paired
         else:
