@@ -134,6 +134,9 @@ def test_the_timeout_sent_with_a_statement_applies_to_it(
     caller = _user()
     service.upsert(caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), None)
     with psycopg.connect(test_db.admin_url) as locker:  # holds the row until the block ends
+        # Should the timeout not apply, the server ends the lock after 3 s and the call below
+        # succeeds: the test fails instead of hanging.
+        locker.execute("SET idle_in_transaction_session_timeout = '3s'")
         locker.execute("SELECT 1 FROM profile.profiles FOR UPDATE")
         started = time.monotonic()
         with pytest.raises(Unavailable, match="timed out"):
