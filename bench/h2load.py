@@ -15,7 +15,6 @@ flag 0, 4-byte big-endian length, payload) with the headers `content-type: appli
   --warm-up-time, so the warm-up is a separate, unmeasured run instead.
 """
 
-import os
 import re
 import resource
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import packages
 from bench.payloads import GRPC_TIMEOUT_HEADER, METHODS, REQUESTS, grpc_frame
 from bench.procs import Meter, Processes
 
@@ -52,16 +52,7 @@ def find() -> str | None:
 
 def install() -> str | None:
     """Install nghttp2-client with apt-get (as root); return h2load's path, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "nghttp2-client"],
-    ):
-        if subprocess.run(command, env=env, check=False).returncode != 0:
-            return None
-    return find()
+    return find() if packages.apt_install("nghttp2-client") else None
 
 
 def split(concurrency: int, procs: int) -> list[int]:

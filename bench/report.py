@@ -55,10 +55,11 @@ def _ceilings(cells: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, An
 def add_ratios(cells: list[dict[str, Any]]) -> None:
     """Set each cell's `ceiling_rps` and `vs_ceiling` (its OK calls/s over the ceiling's)."""
     ceilings = _ceilings(cells)
-    python_bare = {
-        (c["rpc"], c["concurrency"]): c["rps"]
+    # What the token-per-call client (c-h2 or py-aio) drives on a bare server.
+    client_bare = {
+        (c["rpc"], c["concurrency"], c["loadgen"]): c["rps"]
         for c in cells
-        if c["kind"] == "bare" and c["loadgen"] == "py-aio"
+        if c["kind"] == "bare" and c["loadgen"] != "h2load"
     }
     for cell in cells:
         paired = cell.get("paired_ceiling_rps", 0.0)
@@ -74,8 +75,8 @@ def add_ratios(cells: list[dict[str, Any]]) -> None:
             cell["ceiling"] = f"{ceiling['target']} ({ceiling['loadgen']})"
             cell["ceiling_rps"] = ceiling["rps"]
             cell["vs_ceiling"] = cell["rps"] / ceiling["rps"]
-        same_client = python_bare.get((cell["rpc"], cell["concurrency"]))
-        if cell["kind"] == "real" and cell["loadgen"] == "py-aio" and same_client:
+        same_client = client_bare.get((cell["rpc"], cell["concurrency"], cell["loadgen"]))
+        if cell["kind"] == "real" and cell["loadgen"] != "h2load" and same_client:
             cell["vs_same_client_on_bare_sync"] = cell["rps"] / same_client
 
 
@@ -118,15 +119,17 @@ def summary(
             )
         upsert_client = [
             c for c in cells if c["kind"] == "bare" and c["rpc"] == "upsert"
-            if c["loadgen"] == "py-aio"
+            if c["loadgen"] != "h2load"
         ]  # fmt: skip
         for cap in upsert_client:
             real = _find(cells, real1, "upsert", cap["concurrency"])
-            if real is not None and real["rps"] > 0.7 * cap["rps"]:
+            if real is None or real["loadgen"] != cap["loadgen"]:
+                continue
+            if real["rps"] > 0.7 * cap["rps"]:
                 lines.append(
                     f"warning: Upsert c={cap['concurrency']}: the real service "
-                    f"({real['rps']:,.0f}/s) is near what the Python client drives "
-                    f"({cap['rps']:,.0f}/s on bare-sync): the client may be the limit"
+                    f"({real['rps']:,.0f}/s) is near what its load generator {cap['loadgen']} "
+                    f"drives ({cap['rps']:,.0f}/s on bare-sync): the client may be the limit"
                 )
     multi = [name for name, facts in targets.items() if facts.get("workers", 1) > 1]
     for name in multi:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -23,7 +24,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import database, h2load, payloads, procs, profiling, report
+from bench import c_client, database, h2load, payloads, procs, profiling, report
 from bench.report import RPC_NAMES
 from profile_service import tokens
 from profile_service.dev import database as devdb
@@ -197,6 +198,8 @@ class Bench:
         self.db: database.BenchDatabase | None = None
         self.lock: database.BenchLock | None = None
         self.h2load: h2load.H2Load | None = None
+        # The C client's path, for calls that need a token each (None: the Python client).
+        self.c_client: str | None = None
         self.cells: list[dict[str, Any]] = []
         self.targets: list[Target] = []
         self.complete = False
@@ -246,6 +249,7 @@ class Bench:
             args.server_cpus = args.loadgen_cpus = args.db_cpus = "0"
         self.logs.mkdir(parents=True, exist_ok=True)
         gen = self._load_generator()
+        self.c_client = self._token_client()
         self.lock = database.BenchLock(devdb.admin_url())
         say(f"database: preparing {args.database} with {args.profiles:,} profiles")
         self.db = database.prepare(args.database, args.profiles)
@@ -274,6 +278,7 @@ class Bench:
                 "profiles": args.profiles,
                 "get_tokens": len(self.get_tokens),
                 "loadgen_for_get": gen,
+                "loadgen_for_upsert": "c-h2" if self.c_client else "py-aio",
                 "repeat": args.repeat,
                 "server_cpus": args.server_cpus,
                 "loadgen_cpus": args.loadgen_cpus,
@@ -328,6 +333,15 @@ class Bench:
             return "python"
         self.h2load = h2load.H2Load(exe, self.args.loadgen_cpus, self.processes)
         return "h2load"
+
+    def _token_client(self) -> str | None:
+        """The C client for token-per-call cells, built if need be; None: the Python one."""
+        if self.args.loadgen == "python":
+            return None
+        exe, how = c_client.build(install=not self.args.no_install)
+        if exe is None:
+            say(f"  C client unavailable ({how}): the Python client drives Upsert")
+        return exe
 
     def _mint_get_tokens(self) -> None:
         """The Get pool: users whose profiles were seeded, chosen at random (fixed seed)."""
@@ -564,14 +578,14 @@ class Bench:
         if rpc == "get":
             runs.append(gen)
         elif target.kind == "real":
-            runs.append("python")  # distinct owners need a token per call
+            runs.append("tokens")  # distinct owners need a token per call
         else:
             # The bare servers read no token, so h2load's one-token-per-process costs them
-            # nothing: the h2load figure is the ceiling. The Python client's figure on the
+            # nothing: the h2load figure is the ceiling. The token client's figure on the
             # sync server shows what that client can drive (is the real Upsert client-bound?).
             runs.append(gen)
             if gen == "h2load" and target.name == "bare-sync":
-                runs.append("python")
+                runs.append("tokens")
         for loadgen in runs:
             results = []
             paired: list[dict[str, Any]] = []
@@ -586,7 +600,7 @@ class Bench:
                 if loadgen == "h2load":
                     results.append(self._h2load_cell(target, rpc, concurrency, meter))
                 else:
-                    results.append(self._python_cell(target, rpc, concurrency, meter))
+                    results.append(self._token_cell(target, rpc, concurrency, meter))
             # The best run, as timeit takes the fastest: on a virtual machine, slower runs are
             # mostly other guests taking the CPUs (steal), and bare and real are treated alike.
             result = max(results, key=lambda r: float(r["rps"]))
@@ -596,7 +610,7 @@ class Bench:
                 "workers": target.workers,
                 "rpc": rpc,
                 "concurrency": concurrency,
-                "loadgen": "h2load" if loadgen == "h2load" else "py-aio",
+                "loadgen": self._loadgen_label(loadgen, rpc),
                 **result,
                 # Errors count in every run, not only the best one.
                 "errors": sum(int(r["errors"]) for r in results),
@@ -656,7 +670,7 @@ class Bench:
             if rpc == "get" and gen == "h2load":
                 result = self._h2load_cell(target, rpc, 16, meter)
             else:
-                result = self._python_cell(target, rpc, 16, meter)
+                result = self._token_cell(target, rpc, 16, meter)
         finally:
             self.args.warmup, self.args.duration = saved
         out, _ = recorder.communicate(timeout=seconds + 60)
@@ -688,9 +702,17 @@ class Bench:
             target.port, rpc, streams, self.args.warmup, self.args.duration, meter
         )
 
-    def _python_cell(
+    def _loadgen_label(self, loadgen: str, rpc: str) -> str:
+        """The table's name for a cell's load generator: h2load, c-h2 (bench/h2_client.c) or
+        py-aio (bench/client.py), as `_token_cell` picks them."""
+        if loadgen == "h2load":
+            return "h2load"
+        return "c-h2" if self.c_client and rpc != "get" else "py-aio"
+
+    def _token_cell(
         self, target: Target, rpc: str, concurrency: int, meter: procs.Meter
     ) -> dict[str, Any]:
+        """A cell where every call carries its own token (the C or the Python client)."""
         args = self.args
         if rpc == "get":
             return self._python_client(
@@ -715,15 +737,18 @@ class Bench:
         )
         mint = int(max(get_rate, 500.0) * 1.3 * (args.warmup + args.duration)) + 500
         rows_before = self.db.count() if target.kind == "real" and self.db else None
-        result = self._python_client(
-            target,
-            rpc,
-            concurrency,
-            warmup=args.warmup,
-            duration=args.duration,
-            mint=mint,
-            meter=meter,
-        )
+        if self.c_client is not None:
+            result = self._c_client(target, rpc, concurrency, mint, meter)
+        else:
+            result = self._python_client(
+                target,
+                rpc,
+                concurrency,
+                warmup=args.warmup,
+                duration=args.duration,
+                mint=mint,
+                meter=meter,
+            )
         if rows_before is not None and self.db is not None:
             # Every OK Upsert of a new owner creates a row; warm-up calls count here too.
             result["rows_created"] = self.db.count() - rows_before
@@ -754,13 +779,53 @@ class Bench:
         }
         spec_path = self.tmp / "client-spec.json"
         spec_path.write_text(json.dumps(spec))
-        client = self.processes.start(
+        return self._client(
             [sys.executable, "-m", "bench.client", str(spec_path)],
+            120 + warmup + duration + mint / 5000,
+            meter,
+        )
+
+    def _c_client(
+        self, target: Target, rpc: str, concurrency: int, mint: int, meter: procs.Meter
+    ) -> dict[str, Any]:
+        """A timed cell of the C client, each call with a new user's token."""
+        assert self.c_client is not None
+        tokens_file = self.tmp / "c-client-tokens.txt"
+        tokens_file.write_text(
+            "\n".join(
+                tokens.mint(
+                    JWT_SECRET, role="authenticated", sub=str(uuid.uuid4()), ttl_seconds=3600
+                )
+                for _ in range(mint)
+            )
+            + "\n"
+        )
+        body_file = self.tmp / f"{rpc}-request.bin"
+        body_file.write_bytes(payloads.grpc_frame(payloads.REQUESTS[rpc]()))
+        args = self.args
+        command = c_client.command(
+            self.c_client,
+            target.port,
+            payloads.METHODS[rpc],
+            body_file,
+            tokens_file,
+            concurrency,
+            args.warmup,
+            args.duration,
+            payloads.CALL_TIMEOUT_SECONDS,
+        )
+        return self._client(command, 120 + args.warmup + args.duration, meter)
+
+    def _client(
+        self, command: list[str], limit: float, meter: procs.Meter | None
+    ) -> dict[str, Any]:
+        """Run a load generator that prints measure-start/-end marks, then its result as JSON."""
+        client = self.processes.start(
+            command,
             cpus=self.args.loadgen_cpus,
             env={**os.environ, "BENCH_JWT_SECRET": JWT_SECRET},
             capture=True,
         )
-        limit = 120 + warmup + duration + mint / 5000
         # A watchdog: a client that hangs is stopped, which ends the reading below.
         watchdog = threading.Timer(limit, lambda: self.processes.stop(client, grace=1))
         watchdog.start()
@@ -782,7 +847,7 @@ class Bench:
         self.processes.forget(client)
         if client.returncode != 0 or not lines:
             text = "\n".join(lines)[-3000:]
-            raise RuntimeError(f"the Python client failed ({client.returncode}):\n{text}")
+            raise RuntimeError(f"the load generator failed ({client.returncode}):\n{text}")
         result: dict[str, Any] = json.loads(lines[-1])
         return {**result, **usage}
 

@@ -68,3 +68,20 @@ def test_the_progress_line_shows_every_run_and_the_paired_ones() -> None:
     assert "runs 2,800/3,000" in line
     assert "paired ceiling 5,900/6,000" in line
     assert "steal 7%" in line
+
+
+def test_a_token_client_row_is_also_compared_with_the_same_client_on_the_bare_server() -> None:
+    upsert = {"rpc": "upsert"}
+    cells = [
+        _cell("bare-sync", "bare", 6000.0, **upsert),
+        _cell("bare-sync", "bare", 5000.0, **upsert, loadgen="c-h2"),
+        _cell("bare-sync", "bare", 3000.0, **upsert, loadgen="py-aio"),
+        _cell("real-1w", "real", 2500.0, **upsert, loadgen="c-h2"),
+    ]
+    report.add_ratios(cells)
+    real = cells[-1]
+    assert real["vs_ceiling"] == 2500.0 / 6000.0  # the ceiling stays h2load's
+    assert real["vs_same_client_on_bare_sync"] == 0.5  # c-h2's bare row, not py-aio's
+    result = report.summary(cells, {"real-1w": {"workers": 1}})
+    # 2,500/s is within 70 % of the 3,000/s py-aio drives, but py-aio did not drive this row.
+    assert [line for line in result["lines"] if line.startswith("warning")] == []
