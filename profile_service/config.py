@@ -27,6 +27,7 @@ class Settings:
     metrics_port: int
     workers: int
     pin_workers: bool
+    sched_batch: bool
     max_connection_age_seconds: float
     purge_min_retention_days: int
     db_pool_size: int
@@ -69,6 +70,7 @@ class Settings:
             metrics_port=reader.integer("METRICS_PORT", 9090, 0, 65535),
             workers=reader.integer("WORKERS", _cpu_count(), 1, 256),
             pin_workers=reader.boolean("PIN_WORKERS", True),
+            sched_batch=reader.boolean("SCHED_BATCH", True),
             max_connection_age_seconds=reader.number(
                 "GRPC_MAX_CONNECTION_AGE_SECONDS", 300.0, 1, 86400
             ),

@@ -1,6 +1,7 @@
 """Assembly: pool, interceptors, API, health and reflection; SIGTERM drains, then exits 0."""
 
 import logging
+import os
 import signal
 from concurrent import futures
 from dataclasses import dataclass
@@ -183,6 +184,8 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     # interrupts: under load a worker then missed SIGTERM (seen in the bench).
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    if settings.sched_batch:
+        _schedule_as_batch()
     running = start(settings, serve_metrics=not worker, reuse_port=worker)
     received = signal.sigwait(stop_signals)
     _LOGGER.info(
@@ -193,3 +196,18 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     running.stop(settings.shutdown_grace_seconds)
     _LOGGER.info("stopped")
     return 0
+
+
+def _schedule_as_batch() -> None:
+    """Put this thread, and so every thread started after it, under SCHED_BATCH.
+
+    Our threads take turns on one interpreter lock. Under the default policy a thread woken by
+    the network or the database preempts the running one, usually only to wait for the lock
+    that one holds: a context switch for nothing. SCHED_BATCH tasks do not preempt on wake-up
+    and keep normal priority. Measured with make bench's servers (one core): a third fewer
+    context switches per call, and 5-15 % more calls per second. No privilege is needed.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids it
+        _LOGGER.warning("SCHED_BATCH not applied (%s); running under the default policy", exc)

@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import grpc
 import jwt
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from profile_service.dev import database as devdb
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env
+from tests.e2e.test_faults import SERVING, _free_port, _health, _wait_for
 
 CLI = str(Path(sys.executable).parent / "profile-service")
 
@@ -128,3 +130,27 @@ def test_serve_refuses_a_login_role_that_bypasses_rls(test_db: ThrowawayDatabase
     result = _run("serve", **server_env(test_db.admin_url))
     assert result.returncode == 2
     assert "superuser" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "policy"), [("true", os.SCHED_BATCH), ("false", os.SCHED_OTHER)]
+)
+def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
+    test_db: ThrowawayDatabase, setting: str, policy: int
+) -> None:
+    port = _free_port()
+    env = server_env(test_db.service_url, GRPC_PORT=str(port), SCHED_BATCH=setting)
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+    process = subprocess.Popen(
+        [CLI, "serve"], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert _wait_for(lambda: _health(channel) == SERVING, timeout=20)
+        threads = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
+        # gRPC's, the connection pool's and the health checker's threads are all running.
+        assert len(threads) >= 4
+        assert {os.sched_getscheduler(tid) for tid in threads} == {policy}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
