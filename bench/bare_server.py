@@ -21,6 +21,7 @@ import grpc
 from bench.payloads import constant_profile
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.server import schedule_as_batch
 
 
 class _SyncServicer(pb_grpc.ProfileServiceServicer):
@@ -92,7 +93,13 @@ def main() -> None:
     parser.add_argument("--kind", choices=["sync", "aio"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16, help="sync: thread pool size")
+    parser.add_argument(
+        "--sched-batch", action="store_true", help="run under SCHED_BATCH, as the service does"
+    )
     args = parser.parse_args()
+    if args.sched_batch:
+        # Before any thread starts, as the service does it (profile_service.server.serve).
+        schedule_as_batch()
     answer = constant_profile()
     if args.kind == "sync":
         _serve_sync(args.port, args.threads, answer)

@@ -141,6 +141,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="after real-1w's cells, sample it with py-spy (--gil) under concurrency 16 for "
         "SECONDS per RPC; writes bench/results/profile-*.txt (needs `pip install py-spy`)",
     )
+    parser.add_argument(
+        "--sched",
+        choices=["batch", "default"],
+        default="batch",
+        help="scheduling policy of every server, bare and real alike (the service's SCHED_BATCH "
+        "setting; default: batch, as the service runs by default)",
+    )
     parser.add_argument("--database", default="profile_bench", help="bench database's name")
     parser.add_argument(
         "--keep-database", action="store_true", help="keep the bench database at the end"
@@ -284,6 +291,7 @@ class Bench:
                 "loadgen_cpus": args.loadgen_cpus,
                 "db_cpus": args.db_cpus,
                 "paired": self.reference is not None,
+                "sched": args.sched,
                 "server_env": args.server_env,
             },
             "targets": [
@@ -367,7 +375,14 @@ class Bench:
                     Target(
                         name=f"bare-{kind}",
                         kind="bare",
-                        command=[python, "-m", "bench.bare_server", "--kind", kind],
+                        command=[
+                            python,
+                            "-m",
+                            "bench.bare_server",
+                            "--kind",
+                            kind,
+                            *self._bare_flags(),
+                        ],
                         cpus=args.server_cpus,
                     )
                 )
@@ -409,6 +424,10 @@ class Bench:
                 )
         return planned
 
+    def _bare_flags(self) -> list[str]:
+        """The bare servers run under the same scheduling policy as the real one."""
+        return ["--sched-batch"] if self.args.sched == "batch" else []
+
     def _server_env(self) -> dict[str, str]:
         assert self.db is not None
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
@@ -419,6 +438,7 @@ class Bench:
             # Any free port: a fixed one (the default 9090) may be taken by `make run`.
             METRICS_PORT="0",
             PYTHONUNBUFFERED="1",
+            SCHED_BATCH="true" if self.args.sched == "batch" else "false",
         )
         for item in self.args.server_env:
             name, _, value = item.partition("=")
@@ -479,7 +499,15 @@ class Bench:
         reference = Target(
             name=f"bare-{kind}-reference",
             kind="bare",
-            command=[sys.executable, "-m", "bench.bare_server", "--kind", kind, *threads],
+            command=[
+                sys.executable,
+                "-m",
+                "bench.bare_server",
+                "--kind",
+                kind,
+                *threads,
+                *self._bare_flags(),
+            ],
             cpus=self.args.server_cpus,
             port=procs.free_port(),
         )

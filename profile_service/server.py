@@ -185,7 +185,7 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     if settings.sched_batch:
-        _schedule_as_batch()
+        schedule_as_batch()
     running = start(settings, serve_metrics=not worker, reuse_port=worker)
     received = signal.sigwait(stop_signals)
     _LOGGER.info(
@@ -198,7 +198,7 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     return 0
 
 
-def _schedule_as_batch() -> None:
+def schedule_as_batch() -> None:
     """Put this thread, and so every thread started after it, under SCHED_BATCH.
 
     Our threads take turns on one interpreter lock. Under the default policy a thread woken by
