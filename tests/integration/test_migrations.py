@@ -52,8 +52,11 @@ def _schemas(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     first = _snapshot(empty_db_url)
-    assert first["version"] == [("0003",)]
+    assert first["version"] == [("0004",)]
 
+    migrate.downgrade(empty_db_url, "0003")
+    definitions = {str(name): str(sql) for name, sql in _snapshot(empty_db_url)["indexes"]}
+    assert definitions["profiles_deleted_at_idx"].endswith("USING btree (deleted_at)")
     migrate.downgrade(empty_db_url, "base")
     assert not {"profile", "profile_api", "auth"} & _schemas(empty_db_url)
     with psycopg.connect(empty_db_url) as conn:
@@ -147,7 +150,10 @@ def test_profiles_table_matches_the_schema_document(test_db: ThrowawayDatabase) 
     assert indexes["profiles_pkey"].endswith("USING btree (id)")
     assert indexes["profiles_owner_id_key"].startswith("CREATE UNIQUE INDEX")
     assert indexes["profiles_owner_id_key"].endswith("USING btree (owner_id)")
-    assert indexes["profiles_deleted_at_idx"].endswith("USING btree (deleted_at)")
+    # Soft-deleted rows only: what Purge looks for (migration 0004).
+    assert indexes["profiles_deleted_at_idx"].endswith(
+        "USING btree (deleted_at) WHERE (deleted_at IS NOT NULL)"
+    )
     assert rls == (True,)
     # No foreign key: owner_id refers to the auth service's users by value only.
     assert constraints == [("p", "PRIMARY KEY (id)"), ("u", "UNIQUE (owner_id)")]
@@ -181,3 +187,19 @@ def test_set_updated_at_trigger_advances_updated_at(admin: psycopg.Connection) -
     assert updated is not None
     assert updated[0] == created[0]
     assert updated[1] > created[1]
+
+
+def test_purges_search_for_expired_profiles_can_use_the_deleted_at_index(
+    admin: psycopg.Connection,
+) -> None:
+    with admin.transaction():
+        # The table is small in tests: make a sequential scan the planner's last resort.
+        admin.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in admin.execute(
+                "EXPLAIN SELECT id FROM profile.profiles "
+                "WHERE deleted_at < now() - make_interval(days => 30) ORDER BY deleted_at LIMIT 10"
+            ).fetchall()
+        )
+    assert "profiles_deleted_at_idx" in plan

@@ -1,0 +1,34 @@
+"""The deleted_at index holds soft-deleted profiles only.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-26
+
+The index exists for Purge, which looks for `deleted_at < now() - retention`. Active profiles,
+nearly all of them, have deleted_at NULL and were indexed for nothing: every new profile paid
+one more B-tree insertion and its WAL. A partial index (`WHERE deleted_at IS NOT NULL`) still
+serves Purge, since `deleted_at < x` implies it is not NULL. Measured with pgbench running the
+service's Upsert statement on one CPU: about 6 % more inserts per second.
+"""
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Replace the full index with a partial one, under the same name."""
+    op.execute("DROP INDEX profile.profiles_deleted_at_idx")
+    op.execute(
+        "CREATE INDEX profiles_deleted_at_idx ON profile.profiles USING btree (deleted_at) "
+        "WHERE deleted_at IS NOT NULL"
+    )
+
+
+def downgrade() -> None:
+    """Back to the full index of revision 0001."""
+    op.execute("DROP INDEX profile.profiles_deleted_at_idx")
+    op.execute("CREATE INDEX profiles_deleted_at_idx ON profile.profiles USING btree (deleted_at)")
