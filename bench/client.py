@@ -23,14 +23,12 @@ import os
 import resource
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from bench.payloads import CALL_TIMEOUT_SECONDS, METHODS, REQUESTS
-from profile_service import tokens
+from bench.payloads import CALL_TIMEOUT_SECONDS, METHODS, REQUESTS, new_user_tokens
 
 
 @dataclass(frozen=True)
@@ -58,11 +56,7 @@ def _load_tokens(spec: Spec) -> list[str]:
     if spec.tokens_file:
         with open(spec.tokens_file, encoding="ascii") as f:
             return [line.strip() for line in f if line.strip()]
-    secret = os.environ["BENCH_JWT_SECRET"]
-    return [
-        tokens.mint(secret, role="authenticated", sub=str(uuid.uuid4()), ttl_seconds=3600)
-        for _ in range(spec.mint)
-    ]
+    return new_user_tokens(os.environ["BENCH_JWT_SECRET"], spec.mint)
 
 
 def _percentile(ordered: list[int], fraction: float) -> float:

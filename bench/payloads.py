@@ -9,6 +9,7 @@ import hashlib
 import struct
 import uuid
 
+from profile_service import tokens
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 
 SERVICE = "profile.v1.ProfileService"
@@ -34,6 +35,14 @@ def seeded_owner(n: int) -> str:
     md5('bench-<n>') read as a UUID: deterministic, canonical, the same in Python and SQL.
     """
     return str(uuid.UUID(hashlib.md5(f"bench-{n}".encode()).hexdigest()))  # noqa: S324
+
+
+def new_user_tokens(secret: str, count: int) -> list[str]:
+    """Tokens of `count` users never seen before (role authenticated, a fresh UUID `sub`)."""
+    return [
+        tokens.mint(secret, role="authenticated", sub=str(uuid.uuid4()), ttl_seconds=3600)
+        for _ in range(count)
+    ]
 
 
 def grpc_frame(message: bytes) -> bytes:

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -819,15 +818,7 @@ class Bench:
         """A timed cell of the C client, each call with a new user's token."""
         assert self.c_client is not None
         tokens_file = self.tmp / "c-client-tokens.txt"
-        tokens_file.write_text(
-            "\n".join(
-                tokens.mint(
-                    JWT_SECRET, role="authenticated", sub=str(uuid.uuid4()), ttl_seconds=3600
-                )
-                for _ in range(mint)
-            )
-            + "\n"
-        )
+        tokens_file.write_text("\n".join(payloads.new_user_tokens(JWT_SECRET, mint)) + "\n")
         body_file = self.tmp / f"{rpc}-request.bin"
         body_file.write_bytes(payloads.grpc_frame(payloads.REQUESTS[rpc]()))
         args = self.args

@@ -153,4 +153,5 @@ def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
         assert {os.sched_getscheduler(tid) for tid in threads} == {policy}
     finally:
         process.terminate()
-        assert process.wait(timeout=15) == 0
+        code = process.wait(timeout=15)
+    assert code == 0
