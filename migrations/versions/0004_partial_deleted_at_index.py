@@ -19,16 +19,29 @@ branch_labels = None
 depends_on = None
 
 
+# CONCURRENTLY, so that a large table keeps taking writes while the index is built (it cannot
+# run inside a transaction, hence the autocommit block). The new index is built under a
+# temporary name before the old one goes, so Purge always has one.
+_BUILD = "profiles_deleted_at_idx_new"
+
+
+def _replace(where: str) -> None:
+    with op.get_context().autocommit_block():
+        # An earlier interrupted attempt may have left an invalid index of this name.
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS profile.{_BUILD}")
+        op.execute(
+            f"CREATE INDEX CONCURRENTLY {_BUILD} ON profile.profiles USING btree (deleted_at)"
+            + where
+        )
+        op.execute("DROP INDEX CONCURRENTLY profile.profiles_deleted_at_idx")
+        op.execute(f"ALTER INDEX profile.{_BUILD} RENAME TO profiles_deleted_at_idx")
+
+
 def upgrade() -> None:
     """Replace the full index with a partial one, under the same name."""
-    op.execute("DROP INDEX profile.profiles_deleted_at_idx")
-    op.execute(
-        "CREATE INDEX profiles_deleted_at_idx ON profile.profiles USING btree (deleted_at) "
-        "WHERE deleted_at IS NOT NULL"
-    )
+    _replace(" WHERE deleted_at IS NOT NULL")
 
 
 def downgrade() -> None:
     """Back to the full index of revision 0001."""
-    op.execute("DROP INDEX profile.profiles_deleted_at_idx")
-    op.execute("CREATE INDEX profiles_deleted_at_idx ON profile.profiles USING btree (deleted_at)")
+    _replace("")
