@@ -33,7 +33,7 @@ def _replace(where: str) -> None:
             f"CREATE INDEX CONCURRENTLY {_BUILD} ON profile.profiles USING btree (deleted_at)"
             + where
         )
-        op.execute("DROP INDEX CONCURRENTLY profile.profiles_deleted_at_idx")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS profile.profiles_deleted_at_idx")
         op.execute(f"ALTER INDEX profile.{_BUILD} RENAME TO profiles_deleted_at_idx")
 
 
