@@ -810,6 +810,8 @@ class Bench:
             [sys.executable, "-m", "bench.client", str(spec_path)],
             120 + warmup + duration + mint / 5000,
             meter,
+            # It mints its own tokens (the C client reads them from a file).
+            env={"BENCH_JWT_SECRET": JWT_SECRET},
         )
 
     def _c_client(
@@ -836,13 +838,17 @@ class Bench:
         return self._client(command, 120 + args.warmup + args.duration, meter)
 
     def _client(
-        self, command: list[str], limit: float, meter: procs.Meter | None
+        self,
+        command: list[str],
+        limit: float,
+        meter: procs.Meter | None,
+        env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Run a load generator that prints measure-start/-end marks, then its result as JSON."""
         client = self.processes.start(
             command,
             cpus=self.args.loadgen_cpus,
-            env={**os.environ, "BENCH_JWT_SECRET": JWT_SECRET},
+            env={**os.environ, **(env or {})},
             capture=True,
         )
         # A watchdog: a client that hangs is stopped, which ends the reading below.
