@@ -31,6 +31,10 @@ def _serve(args: argparse.Namespace) -> int:
     except server.UnsafeDatabaseRole as exc:
         print(f"profile-service: {exc}", file=sys.stderr)
         return 2
+    except server.DatabaseUnreachable as exc:
+        # Not a configuration error: the orchestrator's restart may well succeed.
+        print(f"profile-service: {exc}", file=sys.stderr)
+        return 1
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -3,11 +3,13 @@
 import logging
 import os
 import signal
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import grpc
+import psycopg
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from psycopg_pool import ConnectionPool
 
@@ -27,6 +29,10 @@ _LOGGER = logging.getLogger(__name__)
 
 class UnsafeDatabaseRole(Exception):
     """The login role could bypass row-level security, or the schema is missing."""
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to the database could be made at start-up."""
 
 
 @dataclass
@@ -50,22 +56,14 @@ class RunningServer:
             self.metrics_server.server_close()
 
 
-def check_login_role(pool: ConnectionPool, timeout: float) -> None:
-    """Refuse a login role under which row-level security would not hold."""
-    with pool.connection(timeout=timeout) as conn:
-        # By OID via pg_class: the login role has no USAGE on schema profile, by design.
-        row = conn.execute(
-            """SELECT r.rolsuper, r.rolbypassrls,
-                      pg_has_role('authenticated', 'MEMBER'), pg_has_role('service_role', 'MEMBER'),
-                      pg_get_userbyid(c.relowner) = current_user,
-                      has_table_privilege(c.oid, 'SELECT')
-                 FROM pg_roles r
-                 LEFT JOIN pg_class c
-                   ON c.relname = 'profiles'
-                  AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'profile')
-                WHERE r.rolname = current_user"""
-        ).fetchone()
-    assert row is not None
+def check_database(conninfo: str, timeout: float) -> None:
+    """Refuse a database that was not migrated, or a login role under which row-level
+    security would not hold. Retries the connection for up to `timeout` seconds.
+
+    A plain connection, not the pool's: the pool prepares the API's statements on every
+    connection, which fails forever on a database that was not migrated.
+    """
+    row = _login_role_facts(conninfo, timeout)
     superuser, bypass_rls, is_authenticated, is_service, owns, can_read = row
     if owns is None:
         raise UnsafeDatabaseRole("table profile.profiles is missing: run `profile-service migrate`")
@@ -89,14 +87,47 @@ def check_login_role(pool: ConnectionPool, timeout: float) -> None:
         )
 
 
+def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=max(2, int(timeout))
+            ) as conn:
+                # By OID via pg_class: the login role has no USAGE on schema profile, by design.
+                row = conn.execute(
+                    """SELECT r.rolsuper, r.rolbypassrls,
+                              pg_has_role('authenticated', 'MEMBER'),
+                              pg_has_role('service_role', 'MEMBER'),
+                              pg_get_userbyid(c.relowner) = current_user,
+                              has_table_privilege(c.oid, 'SELECT')
+                         FROM pg_roles r
+                         LEFT JOIN pg_class c
+                           ON c.relname = 'profiles'
+                          AND c.relnamespace =
+                              (SELECT oid FROM pg_namespace WHERE nspname = 'profile')
+                        WHERE r.rolname = current_user"""
+                ).fetchone()
+            assert row is not None
+            return tuple(row)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() >= deadline:
+                # psycopg's message names host and port, never the password.
+                raise DatabaseUnreachable(
+                    f"cannot reach the database within {timeout:.0f}s: {exc}"
+                ) from exc
+            time.sleep(0.5)
+
+
 def start(
     settings: Settings, *, host: str = "[::]", serve_metrics: bool = True, reuse_port: bool = False
 ) -> RunningServer:
-    """Open the pool, check the login role, and start serving on settings.grpc_port (0: any).
+    """Check the database, open the pool, and start serving on settings.grpc_port (0: any).
 
     `reuse_port` lets several worker processes share the port; `serve_metrics` is off in
     workers, whose parent serves their sum.
     """
+    check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
     pool = db.create_pool(
         settings.database_url,
         size=settings.db_pool_size,
@@ -105,11 +136,6 @@ def start(
         timeout_ms=db.statement_timeout_ms(None, settings.db_timeout_seconds),
     )
     pool.open(wait=False)
-    try:
-        check_login_role(pool, timeout=max(settings.db_timeout_seconds, 10.0))
-    except BaseException:
-        pool.close()
-        raise
 
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
@@ -177,6 +203,8 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     if settings.workers > 1 and not worker:
         from profile_service import workers
 
+        # Once here, so that a refusal is one message and exit code 2, not one per worker.
+        check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
         return workers.supervise(settings)
     # Blocked before any thread starts, so every thread inherits the mask and only sigwait()
     # below receives them. With a Python handler instead, the kernel may deliver the signal to

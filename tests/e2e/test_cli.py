@@ -126,10 +126,32 @@ def test_serve_stops_at_start_up_on_bad_configuration(
         assert message in result.stderr
 
 
-def test_serve_refuses_a_login_role_that_bypasses_rls(test_db: ThrowawayDatabase) -> None:
-    result = _run("serve", **server_env(test_db.admin_url))
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_login_role_that_bypasses_rls(
+    test_db: ThrowawayDatabase, workers: str
+) -> None:
+    result = _run("serve", **server_env(test_db.admin_url, WORKERS=workers, GRPC_PORT="50999"))
     assert result.returncode == 2
     assert "superuser" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_database_that_was_not_migrated(server_admin_url: str) -> None:
+    name = devdb.create_database(server_admin_url, prefix="profile_unmigrated")
+    try:
+        result = _run("serve", **server_env(devdb.with_database(server_admin_url, name)))
+        assert result.returncode == 2
+        assert "run `profile-service migrate`" in result.stderr
+    finally:
+        devdb.drop_database(server_admin_url, name)
+
+
+def test_serve_exits_1_naming_the_problem_when_the_database_is_unreachable() -> None:
+    url = "postgresql://profile_service@127.0.0.1:1/profile"
+    result = _run("serve", **server_env(url))
+    assert result.returncode == 1
+    assert "cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
