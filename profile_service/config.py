@@ -4,6 +4,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from profile_service.validation import PURGE_MAX_RETENTION_DAYS
+
 # The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
 DATABASE_PURGE_FLOOR_DAYS = 30
 _ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -78,7 +80,7 @@ class Settings:
                 "PURGE_MIN_RETENTION_DAYS",
                 DATABASE_PURGE_FLOOR_DAYS,
                 DATABASE_PURGE_FLOOR_DAYS,
-                36500,
+                PURGE_MAX_RETENTION_DAYS,
                 why_min="the database keeps soft-deleted profiles at least 30 days (GDPR grace)",
             ),
             db_pool_size=reader.integer("DB_POOL_SIZE", 16, 1, 1000),

@@ -26,6 +26,8 @@ GENERATION_PARAMS_MAX_BYTES = 16 * 1024
 WRITABLE_FIELDS = (*INT_RANGES, *TEXT_LIMITS, "available_equipment", "generation_params")
 OUTPUT_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "deleted_at"})
 PURGE_MAX_BATCH = 10_000
+# A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
+PURGE_MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,12 @@ def check_fields(values: Mapping[str, Any], prefix: str = "profile.") -> list[Fi
 def check_purge(retention_days: int, batch_size: int, min_retention: int) -> list[FieldViolation]:
     """Purge retention (0 = default) must not go below the minimum; batch size in range."""
     faults = []
-    if retention_days and retention_days < min_retention:
+    if retention_days and not min_retention <= retention_days <= PURGE_MAX_RETENTION_DAYS:
         faults.append(
-            FieldViolation("retention_days", f"must be at least {min_retention} (0 = default)")
+            FieldViolation(
+                "retention_days",
+                f"must be between {min_retention} and {PURGE_MAX_RETENTION_DAYS} (0 = default)",
+            )
         )
     if not 0 <= batch_size <= PURGE_MAX_BATCH:
         faults.append(
