@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -139,11 +140,15 @@ def _caller_from_claims(claims: dict[str, Any]) -> Caller:
         raise _unauthenticated("token lacks the 'sub' claim")
     # The role handed to the database is the allowlist's own string, never the raw claim.
     db_role: DbRole = "authenticated" if role == "authenticated" else "service_role"
+    try:
+        expires_at = float(claims["exp"])
+    except OverflowError:  # an integer beyond any float: valid for ever, as far as PyJWT goes
+        expires_at = math.inf
     return Caller(
         role=db_role,
         sub=sub,
         claims_json=json.dumps(claims, separators=(",", ":")),
-        expires_at=float(claims["exp"]),
+        expires_at=expires_at,
     )
 
 

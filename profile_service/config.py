@@ -52,6 +52,8 @@ class Settings:
         if public_key:
             if algorithm not in _ASYMMETRIC_ALGORITHMS:
                 reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(_ASYMMETRIC_ALGORITHMS)}")
+            elif not _is_usable_public_key(public_key, algorithm):
+                reader.fault("JWT_PUBLIC_KEY", f"is not a PEM public key usable with {algorithm}")
         elif algorithm != "HS256":
             reader.fault("JWT_ALGORITHM", "must be HS256 unless JWT_PUBLIC_KEY is set")
         elif not secret:
@@ -113,6 +115,20 @@ class SigningSettings:
         settings = cls(reader.required("JWT_SECRET"), reader.text("JWT_AUDIENCE"))
         reader.raise_if_faulty()
         return settings
+
+
+def _is_usable_public_key(pem: str, algorithm: str) -> bool:
+    """Whether PyJWT can verify `algorithm` signatures with `pem` (checked once, here, so that a
+    bad key stops the start-up instead of failing every call)."""
+    import jwt
+
+    if "PRIVATE KEY" in pem:  # a verifier has no business holding the signing key
+        return False
+    try:
+        jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
+    except (jwt.InvalidKeyError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _cpu_count() -> int:

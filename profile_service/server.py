@@ -20,6 +20,7 @@ from profile_service.access_log import AccessLogInterceptor
 from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
+from profile_service.internal_errors import InternalErrorInterceptor
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.unary_interceptor import intercepted
@@ -152,12 +153,14 @@ def start(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="rpc"),
         options=_server_options(settings, reuse_port),
     )
-    # The request path: access log (request id, timing, metrics) → auth → servicer.
+    # The request path: access log (request id, timing, metrics) → unexpected errors as
+    # INTERNAL → auth → servicer.
     api = intercepted(
         ProfileServicer(service),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
         [
             AccessLogInterceptor(log_successful_calls=settings.access_log_all),
+            InternalErrorInterceptor(),
             AuthInterceptor(TokenVerifier(settings)),
         ],
     )

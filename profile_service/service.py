@@ -3,7 +3,6 @@
 Errors are domain exceptions; servicer.py turns them into gRPC statuses.
 """
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ from profile_service.validation import (
     check_update_mask,
 )
 
-_LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_PURGE_BATCH = 1000

@@ -1,6 +1,5 @@
 """ProfileService over gRPC: proto ↔ model mapping, and domain errors → gRPC statuses."""
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -23,7 +22,6 @@ from profile_service.validation import (
     InvalidArgument,
 )
 
-_LOGGER = logging.getLogger(__name__)
 _OPTIONAL_SCALARS = (*INT_RANGES, *TEXT_LIMITS)
 _TIMESTAMPS = ("created_at", "updated_at", "deleted_at")
 R = TypeVar("R")
@@ -139,10 +137,7 @@ def _call(context: grpc.ServicerContext, use_case: Callable[[float | None], R]) 
         context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     except Unavailable as exc:
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    except Exception as exc:
-        # The class name only: messages from the database can carry SQL or profile data.
-        _LOGGER.error("unexpected %s", type(exc).__name__)
-        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    # Anything else is a bug, answered INTERNAL by internal_errors.py.
 
 
 def _abort_invalid(context: grpc.ServicerContext, violations: list[FieldViolation]) -> NoReturn:

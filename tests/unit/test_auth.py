@@ -62,3 +62,20 @@ def test_bearer_token_requires_the_bearer_scheme(metadata: tuple[tuple[str, str]
 
 def test_bearer_scheme_is_case_insensitive() -> None:
     assert bearer_token((("authorization", "bearer abc"),)) == "abc"
+
+
+def test_an_expiry_beyond_any_float_is_accepted_and_cached() -> None:
+    verifier = _verifier()
+    token = _token(exp=10**400)
+    assert verifier.verify(token).expires_at == float("inf")
+    assert verifier.verify(token).sub == SUB
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+def test_an_infinite_time_claim_is_an_invalid_token(claim: str) -> None:
+    with pytest.raises(AuthError) as info:
+        _verifier().verify(_token(**{claim: float("inf")}))
+    assert (info.value.code, info.value.message) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "invalid token",
+    )

@@ -1,6 +1,8 @@
 """Settings from the environment: defaults, and one clear message per bad value."""
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from profile_service.config import ConfigError, Settings
 
@@ -44,3 +46,44 @@ def test_every_fault_is_reported_at_once() -> None:
     text = str(info.value)
     for name in ("DATABASE_URL", "JWT_SECRET", "GRPC_PORT", "DB_POOL_SIZE"):
         assert name in text
+
+
+def _pem_public(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PRIVATE_PEM = RSA_KEY.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+).decode()
+
+
+def test_a_usable_public_key_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": BASE["DATABASE_URL"], "JWT_PUBLIC_KEY": _pem_public(RSA_KEY)}
+    )
+    assert (settings.jwt_algorithm, settings.jwt_secret) == ("RS256", None)
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        ("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n", "RS256"),
+        (_pem_public(ec.generate_private_key(ec.SECP256R1())), "RS256"),
+        (_pem_public(RSA_KEY), "ES256"),
+        (RSA_PRIVATE_PEM, "RS256"),
+    ],
+    ids=["garbage", "ec-key-for-rs256", "rsa-key-for-es256", "private-key"],
+)
+def test_a_public_key_that_cannot_verify_stops_the_start_up(key: str, algorithm: str) -> None:
+    env = {"DATABASE_URL": BASE["DATABASE_URL"], "JWT_PUBLIC_KEY": key, "JWT_ALGORITHM": algorithm}
+    with pytest.raises(
+        ConfigError, match=f"JWT_PUBLIC_KEY is not a PEM public key usable with {algorithm}"
+    ):
+        Settings.from_env(env)
