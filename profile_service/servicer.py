@@ -5,7 +5,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -91,15 +91,23 @@ def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
         for name in _OPTIONAL_SCALARS
     }
     values["available_equipment"] = list(profile.available_equipment) or None
-    values["generation_params"] = None
-    if profile.HasField("generation_params"):
-        try:
-            values["generation_params"] = json_format.MessageToDict(profile.generation_params)
-        except ValueError as exc:  # NaN or infinity: JSON has no such numbers
-            raise InvalidArgument(
-                [FieldViolation("profile.generation_params", "numbers must be finite")]
-            ) from exc
+    values["generation_params"] = (
+        _plain(profile.generation_params) if profile.HasField("generation_params") else None
+    )
     return values
+
+
+def _plain(value: Any) -> Any:
+    """A Struct's content as dicts, lists and scalars.
+
+    Not json_format.MessageToDict: it raises on NaN and infinity, before validation can name
+    the offending key together with every other fault (and only if the field is being written).
+    """
+    if isinstance(value, struct_pb2.Struct):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, struct_pb2.ListValue):
+        return [_plain(item) for item in value]
+    return value
 
 
 def profile_from_row(row: Row) -> pb.Profile:

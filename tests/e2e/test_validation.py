@@ -5,7 +5,7 @@ import uuid
 import grpc
 import psycopg
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import field_violations, rpc_error, user
@@ -48,9 +48,13 @@ BAD_PROFILES: dict[str, tuple[pb.Profile, str]] = {
         pb.Profile(generation_params=_params({"k\x00": 1})),
         "profile.generation_params.payload.k\x00",
     ),
-    "non-finite number in generation_params": (
+    "infinity in generation_params": (
         pb.Profile(generation_params=_params(float("inf"))),
-        "profile.generation_params",
+        "profile.generation_params.payload",
+    ),
+    "NaN deep in generation_params": (
+        pb.Profile(generation_params=_params([1, {"x": float("nan")}])),
+        "profile.generation_params.payload[1].x",
     ),
     "oversized generation_params": (
         pb.Profile(generation_params=_params("x" * 17_000)),
@@ -93,6 +97,26 @@ def test_every_bad_field_is_reported_at_once(stub) -> None:
     error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
     assert set(field_violations(error)) == {"profile.age", "profile.height_cm", "profile.sex"}
     assert "profile.age" in (error.details() or "")
+
+
+def test_a_non_finite_number_is_reported_with_the_other_faults(stub) -> None:
+    profile = pb.Profile(age=0, generation_params=_params(float("nan")))
+    request = pb.UpsertRequest(profile=profile)
+    error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+    assert set(field_violations(error)) == {"profile.age", "profile.generation_params.payload"}
+
+
+def test_a_field_outside_the_update_mask_is_not_judged(
+    stub, owner_with_profile: tuple[str, pb.Profile]
+) -> None:
+    sub, before = owner_with_profile
+    request = pb.UpsertRequest(
+        profile=pb.Profile(age=31, generation_params=_params(float("nan"))),
+        update_mask=field_mask_pb2.FieldMask(paths=["age"]),
+    )
+    saved = stub.Upsert(request, metadata=user(sub), timeout=5)
+    assert (saved.age, saved.limitations) == (31, before.limitations)
+    assert not saved.HasField("generation_params")
 
 
 def test_limits_are_inclusive(stub) -> None:
