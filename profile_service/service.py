@@ -99,8 +99,12 @@ class ProfileService:
         dry_run: bool,
         batch_size: int,
         deadline: float | None,
+        should_continue: Callable[[], bool] = lambda: True,
     ) -> int:
-        """Delete (or count) profiles soft-deleted over `retention_days` ago; service_role only."""
+        """Delete (or count) profiles soft-deleted over `retention_days` ago; service_role only.
+
+        Between batches, stops early once `should_continue()` is false (the caller went away).
+        """
         if caller.role != "service_role":
             raise PermissionDenied("Purge is for service_role only")
         _raise_if_invalid(check_purge(retention_days, batch_size, self._min_retention_days))
@@ -110,12 +114,13 @@ class ProfileService:
             return self._run(repository.purge_batch(caller, days, limit, True), deadline)
         total = 0
         # One transaction per batch keeps locks short. Stop only on an empty batch: a short one
-        # may just mean a concurrent purge took some rows.
+        # may just mean a concurrent purge took some rows. A caller that cancelled (a CronJob
+        # killed, a connection closed for its age) leaves the rest to the next run.
         while True:
             deleted = self._run(repository.purge_batch(caller, days, limit, False), deadline)
             total += deleted
             metrics.PURGED.inc(deleted)
-            if deleted == 0:
+            if deleted == 0 or not should_continue():
                 return total
 
     def _run(self, query: db.Query[T], deadline: float | None) -> T:

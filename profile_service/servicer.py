@@ -79,6 +79,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 request.dry_run,
                 request.batch_size,
                 deadline,
+                should_continue=context.is_active,
             ),
         )
         return pb.PurgeResponse(purge_count=count)

@@ -1,7 +1,9 @@
 """Purge: service_role only, the retention floor, dry runs, batches and concurrent runs."""
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 
 import grpc
 import psycopg
@@ -118,3 +120,37 @@ def test_a_raised_minimum_is_the_default_and_the_floor(
         assert "between 45 and" in field_violations(error)["retention_days"]
         dry = raised.Purge(pb.PurgeRequest(dry_run=True), metadata=service(), timeout=5)
     assert dry.purge_count == 1  # only the profile deleted 50 days ago
+
+
+def test_a_cancelled_purge_stops_after_its_current_batch(
+    stub, admin: psycopg.Connection, test_db: ThrowawayDatabase
+) -> None:
+    owners = _seed_deleted(admin, [60, 50, 40])
+    with psycopg.connect(test_db.admin_url) as blocker:
+        # Hold the oldest row, so that the purge's first batch waits on it.
+        blocker.execute(
+            "SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (owners[0],)
+        )
+        call = stub.Purge.future(pb.PurgeRequest(batch_size=1), metadata=service(), timeout=30)
+        _wait_until(lambda: _waiting_on_a_lock(admin))
+        call.cancel()
+        blocker.rollback()
+    # The first batch commits once the lock is gone; the cancelled call then takes no more.
+    _wait_until(lambda: owners[0] not in _remaining(admin))
+    time.sleep(1)
+    assert _remaining(admin) == set(owners[1:])
+
+
+def _waiting_on_a_lock(admin: psycopg.Connection) -> bool:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
