@@ -31,12 +31,25 @@ from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
 
 # What a statement returns: the text of its one column in its first row, or None (no row).
 Value = bytes | None
+
+# A database host that vanishes without closing its connections (a network partition, a dead
+# machine) would otherwise hold a blocked call, and the health check, until the kernel gives
+# up: many minutes. statement_timeout cannot help: nobody is there to enforce it. These libpq
+# settings break such a connection within about 20 s; a URL that sets its own wins.
+TCP_LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",  # ms: sent data unacknowledged for this long breaks it
+}
 
 _SET_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
 _SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
@@ -74,6 +87,12 @@ class _Session:
 _sessions: "WeakKeyDictionary[psycopg.Connection, _Session]" = WeakKeyDictionary()
 
 
+def with_tcp_liveness(conninfo: str) -> str:
+    """`conninfo` with the TCP_LIVENESS settings it does not set itself."""
+    given = conninfo_to_dict(conninfo)
+    return make_conninfo(conninfo, **{k: v for k, v in TCP_LIVENESS.items() if k not in given})
+
+
 def create_pool(
     conninfo: str,
     *,
@@ -100,7 +119,7 @@ def create_pool(
         _sessions[conn] = _Session(timeout_ms)
 
     return ConnectionPool(
-        conninfo,
+        with_tcp_liveness(conninfo),
         min_size=size,
         max_size=size,
         open=False,

@@ -93,7 +93,9 @@ def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
     while True:
         try:
             with psycopg.connect(
-                conninfo, autocommit=True, connect_timeout=max(2, int(timeout))
+                db.with_tcp_liveness(conninfo),
+                autocommit=True,
+                connect_timeout=max(2, int(timeout)),
             ) as conn:
                 # By OID via pg_class: the login role has no USAGE on schema profile, by design.
                 row = conn.execute(
