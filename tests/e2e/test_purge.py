@@ -134,6 +134,9 @@ def test_a_cancelled_purge_stops_after_its_current_batch(
         call = stub.Purge.future(pb.PurgeRequest(batch_size=1), metadata=service(), timeout=30)
         _wait_until(lambda: _waiting_on_a_lock(admin))
         call.cancel()
+        # The server learns of the cancel on its polling thread, a moment later; the batch must
+        # stay blocked until then (well within the test server's 2 s statement timeout).
+        time.sleep(0.5)
         blocker.rollback()
     # The first batch commits once the lock is gone; the cancelled call then takes no more.
     _wait_until(lambda: owners[0] not in _remaining(admin))
