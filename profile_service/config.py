@@ -31,6 +31,7 @@ class Settings:
     pin_workers: bool
     sched_batch: bool
     max_connection_age_seconds: float
+    max_connection_age_grace_seconds: float
     purge_min_retention_days: int
     db_pool_size: int
     db_prepare: bool
@@ -77,6 +78,12 @@ class Settings:
             sched_batch=reader.boolean("SCHED_BATCH", True),
             max_connection_age_seconds=reader.number(
                 "GRPC_MAX_CONNECTION_AGE_SECONDS", 300.0, 1, 86400
+            ),
+            # GOAWAY already stops new calls on an old connection; the grace only bounds the
+            # calls in flight, so it must outlast the longest one: a Purge (the CronJob allows
+            # it 900 s).
+            max_connection_age_grace_seconds=reader.number(
+                "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 1200.0, 0, 86400
             ),
             purge_min_retention_days=reader.integer(
                 "PURGE_MIN_RETENTION_DAYS",

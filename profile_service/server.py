@@ -193,7 +193,7 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
         # each connection after a while (with a grace for calls on it) makes clients reconnect
         # and spread over the pods, new ones included.
         ("grpc.max_connection_age_ms", age_ms),
-        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_seconds * 1000)),
         # gRPC turns SO_REUSEPORT on by default; a lone server keeps it off, so that a second
         # one on the same port fails loudly instead of silently sharing its calls.
         ("grpc.so_reuseport", 1 if reuse_port else 0),

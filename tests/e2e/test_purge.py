@@ -157,3 +157,32 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
+
+
+def test_a_purge_outlives_the_connection_age_that_rebalances_clients(
+    test_db: ThrowawayDatabase, admin: psycopg.Connection
+) -> None:
+    """A long purge is not cut when its connection reaches GRPC_MAX_CONNECTION_AGE_SECONDS."""
+    owners = _seed_deleted(admin, [60, 50])
+    env = server_env(
+        test_db.service_url,
+        GRPC_MAX_CONNECTION_AGE_SECONDS="1",
+        GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS="60",
+        SHUTDOWN_GRACE_SECONDS="1",
+        DB_TIMEOUT_SECONDS="10",
+    )
+    with serving(env) as (_, channel), psycopg.connect(test_db.admin_url) as blocker:
+        blocker.execute(
+            "SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (owners[0],)
+        )
+        # The purge waits on the lock for 3 s, while the server sends GOAWAY after about 1 s.
+        release = threading.Timer(3, blocker.rollback)
+        release.start()
+        try:
+            response = pb_grpc.ProfileServiceStub(channel).Purge(
+                pb.PurgeRequest(batch_size=1), metadata=service(), timeout=20
+            )
+        finally:
+            release.cancel()
+    assert response.purge_count == 2
+    assert _remaining(admin) == set()
