@@ -67,7 +67,10 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
         code = grpc.StatusCode.UNKNOWN
         try:
             response = behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+            code = context.code() or (  # type: ignore[attr-defined]
+                # Answered after the caller cancelled or its deadline passed: nobody got it.
+                grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+            )
             return response
         except BaseException:
             code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]

@@ -1,10 +1,12 @@
 """A real server on a real port, against the run's throwaway database."""
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
+import psycopg
 import pytest
 
 from profile_service import server, tokens
@@ -105,3 +107,23 @@ def field_violations(error: grpc.RpcError) -> dict[str, str]:
         if detail.Unpack(bad_request):
             found.update({v.field: v.description for v in bad_request.field_violations})
     return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    stop = time.monotonic() + timeout
+    while time.monotonic() < stop:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def lock_waiters(admin: psycopg.Connection) -> int:
+    """Sessions of the current database waiting on a lock (`admin` must be autocommit: inside
+    a transaction, pg_stat_activity is a snapshot)."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()
+    return 0 if row is None else int(row[0])

@@ -15,8 +15,8 @@ import pytest
 from profile_service.dev import database as devdb
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, server_env
-from tests.e2e.test_faults import SERVING, _free_port, _health, _wait_for
+from tests.e2e.conftest import SECRET, server_env, wait_for
+from tests.e2e.test_faults import SERVING, _free_port, _health
 
 CLI = str(Path(sys.executable).parent / "profile-service")
 
@@ -168,7 +168,7 @@ def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert _wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
         threads = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
         # gRPC's, the connection pool's and the health checker's threads are all running.
         assert len(threads) >= 4

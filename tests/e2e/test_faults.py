@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import rpc_error, server_env, serving, user
+from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
 from tests.e2e.tcp_proxy import TcpProxy
 from tests.e2e.test_observability import scrape
 
@@ -32,15 +32,6 @@ def _upstream(url: str) -> tuple[str, int] | str:
     params = conninfo_to_dict(url)
     host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
     return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    stop = time.monotonic() + timeout
-    while time.monotonic() < stop:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -> int:
@@ -77,12 +68,12 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
         error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1.5))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 1.5
-    assert _wait_for(lambda: _health(channel) == NOT_SERVING)
+    assert wait_for(lambda: _health(channel) == NOT_SERVING)
     assert _health(channel, "") == NOT_SERVING  # overall health follows the database too
     assert _health(channel, "liveness") == SERVING  # unready, but not to be restarted
 
     proxy.restore()
-    assert _wait_for(lambda: _health(channel) == SERVING)
+    assert wait_for(lambda: _health(channel) == SERVING)
     assert _health(channel, "") == SERVING
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
@@ -129,7 +120,7 @@ def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert _wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
             stub = pb_grpc.ProfileServiceStub(channel)
             sub = uuid.uuid4()
             stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
@@ -157,7 +148,8 @@ def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
                 threads = [threading.Thread(target=call, args=(40 + i,)) for i in range(4)]
                 for t in threads:
                     t.start()
-                time.sleep(0.5)
+                with psycopg.connect(test_db.admin_url, autocommit=True) as watcher:
+                    assert wait_for(lambda: lock_waiters(watcher) == 4)
                 # The parent sums its workers' metrics.
                 samples = scrape(metrics_port)
                 key = ("profile_requests_total", (("code", "OK"), ("method", "Upsert")))

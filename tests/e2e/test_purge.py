@@ -1,9 +1,9 @@
 """Purge: service_role only, the retention floor, dry runs, batches and concurrent runs."""
 
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import grpc
 import psycopg
@@ -12,7 +12,16 @@ import pytest
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import field_violations, rpc_error, server_env, service, serving, user
+from tests.e2e.conftest import (
+    field_violations,
+    lock_waiters,
+    rpc_error,
+    server_env,
+    service,
+    serving,
+    user,
+    wait_for,
+)
 
 
 def _seed_deleted(admin: psycopg.Connection, days_ago: list[float]) -> list[uuid.UUID]:
@@ -123,8 +132,9 @@ def test_a_raised_minimum_is_the_default_and_the_floor(
 
 
 def test_a_cancelled_purge_stops_after_its_current_batch(
-    stub, admin: psycopg.Connection, test_db: ThrowawayDatabase
+    stub, admin: psycopg.Connection, test_db: ThrowawayDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="profile_service.access")
     owners = _seed_deleted(admin, [60, 50, 40])
     with psycopg.connect(test_db.admin_url) as blocker:
         # Hold the oldest row, so that the purge's first batch waits on it.
@@ -132,31 +142,21 @@ def test_a_cancelled_purge_stops_after_its_current_batch(
             "SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (owners[0],)
         )
         call = stub.Purge.future(pb.PurgeRequest(batch_size=1), metadata=service(), timeout=30)
-        _wait_until(lambda: _waiting_on_a_lock(admin))
+        assert wait_for(lambda: lock_waiters(admin) == 1)
         call.cancel()
         # The server learns of the cancel on its polling thread, a moment later; the batch must
         # stay blocked until then (well within the test server's 2 s statement timeout).
         time.sleep(0.5)
         blocker.rollback()
-    # The first batch commits once the lock is gone; the cancelled call then takes no more.
-    _wait_until(lambda: owners[0] not in _remaining(admin))
-    time.sleep(1)
+    # The first batch commits once the lock is gone; the cancelled call then takes no more:
+    # its handler returns (the access log's line for it) with the other two rows in place.
+    assert wait_for(
+        lambda: any(
+            getattr(r, "method", "").endswith("/Purge") and r.code == "CANCELLED"
+            for r in caplog.records
+        )
+    )
     assert _remaining(admin) == set(owners[1:])
-
-
-def _waiting_on_a_lock(admin: psycopg.Connection) -> bool:
-    row = admin.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database()"
-    ).fetchone()
-    return row is not None and row[0] > 0
-
-
-def _wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def test_a_purge_outlives_the_connection_age_that_rebalances_clients(
