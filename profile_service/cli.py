@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.workers is not None:
         settings = dataclasses.replace(settings, workers=args.workers)
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    logs.configure(settings.log_level)
     try:
         return server.serve(settings)
     except server.UnsafeDatabaseRole as exc:

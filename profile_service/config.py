@@ -40,6 +40,7 @@ class Settings:
     shutdown_grace_seconds: float
     access_log_all: bool
     health_check_interval_seconds: float
+    log_level: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -100,6 +101,9 @@ class Settings:
             grpc_threads=reader.integer("GRPC_THREADS", 16, 1, 1000),
             shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             access_log_all=reader.choice("ACCESS_LOG", "errors", ("errors", "all")) == "all",
+            log_level=reader.choice(
+                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ).upper(),
             health_check_interval_seconds=reader.number(
                 "HEALTH_CHECK_INTERVAL_SECONDS", 1.0, 0.1, 60
             ),

@@ -32,7 +32,7 @@ def _worker_main(settings: Settings, cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
     from profile_service import logs, server
 
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    logs.configure(settings.log_level)
     raise SystemExit(server.serve(settings, worker=True))
 
 

@@ -58,7 +58,7 @@ Stop with Ctrl-C (the server drains in-flight calls first).
 
 def main() -> int:
     """Prepare the database, print the grpcurl commands, serve until Ctrl-C or SIGTERM."""
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    logs.configure()  # until the settings are read: preparing the database logs too
     env = {
         "GRPC_PORT": "50051",
         **os.environ,
@@ -66,6 +66,7 @@ def main() -> int:
         "JWT_SECRET": os.environ.get("JWT_SECRET", DEV_JWT_SECRET),
     }
     settings = Settings.from_env(env)
+    logs.configure(settings.log_level)
     grpcurl = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "grpcurl"))
     print(grpcurl_commands(settings.grpc_port, grpcurl, env["JWT_SECRET"]), flush=True)
     return server.serve(settings)

@@ -113,6 +113,7 @@ def test_migrate_upgrades_the_database(server_admin_url: str) -> None:
         ({"PURGE_MIN_RETENTION_DAYS": "10"}, ["PURGE_MIN_RETENTION_DAYS must be at least 30"]),
         ({"GRPC_PORT": "http"}, ["GRPC_PORT must be a whole number"]),
         ({"JWT_SECRET": "short"}, ["JWT_SECRET must be at least 32 characters"]),
+        ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL must be one of"]),
     ],
 )
 def test_serve_stops_at_start_up_on_bad_configuration(

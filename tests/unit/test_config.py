@@ -17,6 +17,11 @@ def test_defaults() -> None:
     assert settings.jwt_audience is None
 
 
+def test_log_level_is_any_case_of_a_logging_level() -> None:
+    assert Settings.from_env({**BASE, "LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert Settings.from_env(BASE).log_level == "INFO"
+
+
 def test_purge_minimum_may_be_raised() -> None:
     assert (
         Settings.from_env({**BASE, "PURGE_MIN_RETENTION_DAYS": "45"}).purge_min_retention_days == 45
@@ -33,6 +38,7 @@ def test_purge_minimum_may_be_raised() -> None:
         ({"DB_PREPARE": "maybe"}, "DB_PREPARE must be true or false"),
         ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM must be HS256"),
         ({"JWT_PUBLIC_KEY": "/does/not/exist.pem"}, "JWT_PUBLIC_KEY is neither a PEM key"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of debug, info, warning"),
     ],
 )
 def test_bad_values_are_named(overrides: dict[str, str], message: str) -> None:
