@@ -48,11 +48,13 @@ def supervise(settings: Settings) -> int:
         # spawn, not fork: gRPC's threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
         cpus = sorted(os.sched_getaffinity(0))
+        # Pinned only when workers and usable CPUs match one to one (a cpuset sized for them).
+        # Under a CPU quota the affinity is the whole node, shared with other pods: pinning
+        # every pod's first worker to the node's first CPU would pile them up.
+        pin = settings.pin_workers and len(cpus) == settings.workers
         children: list[BaseProcess] = [
             context.Process(
-                target=_worker_main,
-                args=(settings, cpus[i % len(cpus)] if settings.pin_workers else None),
-                name=f"worker-{i}",
+                target=_worker_main, args=(settings, cpus[i] if pin else None), name=f"worker-{i}"
             )
             for i in range(settings.workers)
         ]

@@ -177,3 +177,45 @@ def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
         process.terminate()
         code = process.wait(timeout=15)
     assert code == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin two workers")
+@pytest.mark.parametrize(("workers", "pinned"), [("match", True), ("more", False)])
+def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
+    test_db: ThrowawayDatabase, workers: str, pinned: bool
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    count = len(cpus) if workers == "match" else len(cpus) + 1
+    port, metrics_port = _free_port(), _free_port()
+    env = server_env(
+        test_db.service_url, GRPC_PORT=str(port), METRICS_PORT=str(metrics_port), WORKERS=str(count)
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+    process = subprocess.Popen(
+        [CLI, "serve"], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+        assert wait_for(lambda: len(_serving_children(process.pid)) == count, timeout=20)
+        affinities = sorted(
+            tuple(sorted(os.sched_getaffinity(pid))) for pid in _serving_children(process.pid)
+        )
+        if pinned:
+            assert affinities == [(cpu,) for cpu in cpus]
+        else:
+            assert affinities == [tuple(cpus)] * count
+    finally:
+        process.terminate()
+        code = process.wait(timeout=30)
+    assert code == 0
+
+
+def _serving_children(pid: int) -> list[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [
+        int(child)
+        for child in text.split()
+        if "resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()
+    ]
