@@ -62,6 +62,10 @@ UNAUTHENTICATED_CASES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "no exp": (bearer(_signed(_claims(exp=None))), "token lacks the 'exp' claim"),
     "sub is not a UUID": (bearer(_signed(_claims(sub="user-42"))), "'sub' is not a UUID"),
     "sub is a number": (bearer(_signed(_claims(sub=42))), "invalid token"),
+    "service_role with a sub that is not a UUID": (
+        bearer(_signed(_claims(role="service_role", sub="svc-7"))),
+        "'sub' is not a UUID",
+    ),
     "authenticated without sub": (
         bearer(_signed(_claims(sub=None))),
         "token lacks the 'sub' claim",

@@ -11,6 +11,7 @@ import jwt
 import psycopg
 import pytest
 
+from profile_service import tokens
 from profile_service.dev import database as devdb
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
@@ -36,6 +37,15 @@ def test_token_prints_only_a_token_with_the_asked_claims() -> None:
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert (claims["sub"], claims["role"]) == (sub, "authenticated")
     assert claims["exp"] - claims["iat"] == 120
+
+
+def test_token_for_a_service_lasts_an_hour_by_default() -> None:
+    result = _run("token", "--role", "service_role", JWT_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["role"] == "service_role"
+    assert "sub" not in claims
+    assert claims["exp"] - claims["iat"] == 3600
 
 
 def test_token_for_a_user_needs_a_sub() -> None:
@@ -69,6 +79,16 @@ def test_purge_prints_the_count_and_exits_zero(
     real = _run("purge", "--target", target, "--batch-size", "2", JWT_SECRET=SECRET)
     assert (real.returncode, real.stdout.strip()) == (0, "3"), real.stderr
     assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (0,)
+
+
+def test_purge_with_a_given_token_needs_no_secret(
+    running_server: RunningServer, admin: psycopg.Connection
+) -> None:
+    _seed_expired(admin, 2)
+    token = tokens.mint(SECRET, role="service_role", ttl_seconds=120)
+    target = f"127.0.0.1:{running_server.port}"
+    result = _run("purge", "--target", target, "--token", token)  # no JWT_SECRET here
+    assert (result.returncode, result.stdout.strip()) == (0, "2"), result.stderr
 
 
 def test_purge_fails_visibly_when_the_server_refuses(running_server: RunningServer) -> None:

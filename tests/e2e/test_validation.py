@@ -28,6 +28,16 @@ BAD_PROFILES: dict[str, tuple[pb.Profile, str]] = {
     "over-long limitations": (pb.Profile(limitations="x" * 2001), "profile.limitations"),
     "over-long sex": (pb.Profile(sex="x" * 33), "profile.sex"),
     "NUL in text": (pb.Profile(primary_goal="get\x00strong"), "profile.primary_goal"),
+    "over-long experience_level": (
+        pb.Profile(experience_level="x" * 65),
+        "profile.experience_level",
+    ),
+    "over-long primary_goal": (pb.Profile(primary_goal="x" * 201), "profile.primary_goal"),
+    "over-long session_length": (pb.Profile(session_length="x" * 33), "profile.session_length"),
+    "over-long equipment item": (
+        pb.Profile(available_equipment=["ok", "x" * 101]),
+        "profile.available_equipment[1]",
+    ),
     "NUL in equipment": (
         pb.Profile(available_equipment=["bench", "bar\x00bell"]),
         "profile.available_equipment[1]",
@@ -132,3 +142,10 @@ def test_limits_are_inclusive(stub) -> None:
     saved = stub.Upsert(pb.UpsertRequest(profile=profile), metadata=md, timeout=5)
     assert (saved.age, saved.height_cm, saved.weight_kg) == (120, 272, 20)
     assert len(saved.available_equipment) == 50
+
+
+def test_soft_delete_names_a_bad_owner_id(stub) -> None:
+    request = pb.SoftDeleteRequest(owner_id="not-a-uuid")
+    error = rpc_error(lambda: stub.SoftDelete(request, metadata=user(uuid.uuid4()), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "owner_id" in field_violations(error)

@@ -172,6 +172,34 @@ def test_owner_id_is_unique(admin: psycopg.Connection) -> None:
         admin.execute("INSERT INTO profile.profiles (owner_id) VALUES (%s)", (owner,))
 
 
+def test_the_api_roles_cannot_log_in(admin: psycopg.Connection) -> None:
+    rows = admin.execute(
+        "SELECT rolname, rolcanlogin FROM pg_roles "
+        "WHERE rolname IN ('anon', 'authenticated', 'service_role') ORDER BY rolname"
+    ).fetchall()
+    assert rows == [("anon", False), ("authenticated", False), ("service_role", False)]
+
+
+def test_pgcrypto_is_installed_where_the_server_offers_it(admin: psycopg.Connection) -> None:
+    row = admin.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto'), "
+        "       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgcrypto')"
+    ).fetchone()
+    assert row is not None
+    offered, installed = row
+    assert installed == offered
+
+
+def test_updated_at_is_kept_by_a_trigger_calling_set_updated_at(
+    admin: psycopg.Connection,
+) -> None:
+    rows = admin.execute(
+        "SELECT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+        "WHERE t.tgrelid = 'profile.profiles'::regclass AND NOT t.tgisinternal"
+    ).fetchall()
+    assert rows == [("set_updated_at",)]
+
+
 def test_set_updated_at_trigger_advances_updated_at(admin: psycopg.Connection) -> None:
     owner = uuid.uuid4()
     created = admin.execute(

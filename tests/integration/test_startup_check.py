@@ -1,0 +1,86 @@
+"""The start-up check refuses every login role under which row-level security would not hold.
+
+Each case is a real login role on the server, logging in to a migrated throwaway database.
+"""
+
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from profile_service import migrate
+from profile_service.dev import database as devdb
+from profile_service.server import UnsafeDatabaseRole, check_database
+
+PASSWORD = "startup-check-test"
+
+# (how the role is made, after CREATE ROLE <name> LOGIN PASSWORD ...; the refusal's words)
+CASES = {
+    "has BYPASSRLS": ("NOINHERIT BYPASSRLS IN ROLE authenticated, service_role", "has BYPASSRLS"),
+    "inherits the API roles": (
+        "INHERIT IN ROLE authenticated, service_role",
+        "can read profile.profiles without SET ROLE",
+    ),
+    "not a member of service_role": (
+        "NOINHERIT IN ROLE authenticated",
+        "is not a member of service_role",
+    ),
+    "owns the table": ("NOINHERIT IN ROLE authenticated, service_role", "owns profile.profiles"),
+}
+
+
+@pytest.fixture(scope="module")
+def migrated_url(server_admin_url: str) -> Iterator[str]:
+    name = devdb.create_database(server_admin_url, prefix="profile_startup")
+    url = devdb.with_database(server_admin_url, name)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        devdb.drop_database(server_admin_url, name)
+
+
+@pytest.fixture
+def login_role(migrated_url: str) -> Iterator[str]:
+    role = f"profile_startup_{secrets.token_hex(4)}"
+    yield role
+    with psycopg.connect(migrated_url, autocommit=True) as admin:
+        owner = admin.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class "
+            "WHERE oid = 'profile.profiles'::regclass"
+        ).fetchone()
+        if owner == (role,):
+            admin.execute("ALTER TABLE profile.profiles OWNER TO CURRENT_USER")
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(("attributes", "refusal"), CASES.values(), ids=CASES)
+def test_a_role_that_would_escape_rls_is_refused(
+    migrated_url: str, login_role: str, attributes: str, refusal: str
+) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + attributes).format(
+                sql.Identifier(login_role), sql.Literal(PASSWORD)
+            )
+        )
+        if refusal == "owns profile.profiles":
+            admin.execute(
+                sql.SQL("ALTER TABLE profile.profiles OWNER TO {}").format(
+                    sql.Identifier(login_role)
+                )
+            )
+    with pytest.raises(UnsafeDatabaseRole, match=refusal):
+        check_database(devdb.with_user(migrated_url, login_role, PASSWORD), timeout=5)
+
+
+def test_the_recommended_role_is_accepted(migrated_url: str, login_role: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOINHERIT PASSWORD {} IN ROLE authenticated, service_role"
+            ).format(sql.Identifier(login_role), sql.Literal(PASSWORD))
+        )
+    check_database(devdb.with_user(migrated_url, login_role, PASSWORD), timeout=5)
