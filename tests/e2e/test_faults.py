@@ -182,3 +182,30 @@ def test_an_unexpected_database_error_is_internal_without_detail(
             )
     assert error.code() == grpc.StatusCode.INTERNAL
     assert error.details() == "internal error"
+
+
+def test_an_exhausted_pool_is_unavailable_before_the_callers_deadline(
+    test_db: ThrowawayDatabase,
+) -> None:
+    env = server_env(test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="4")
+    with serving(env) as (_, channel):
+        stub = pb_grpc.ProfileServiceStub(channel)
+        sub = uuid.uuid4()
+        stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+        with (
+            psycopg.connect(test_db.admin_url) as locker,
+            psycopg.connect(test_db.admin_url, autocommit=True) as watcher,
+        ):
+            locker.execute("SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,))
+            # The pool's one connection is taken by a write waiting on the lock...
+            held = stub.Upsert.future(
+                pb.UpsertRequest(profile=pb.Profile(age=31)), metadata=user(sub), timeout=5
+            )
+            assert wait_for(lambda: lock_waiters(watcher) == 1)
+            # ...so another caller's read waits for a connection, and gives up in time.
+            error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=user(sub), timeout=1))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            locker.rollback()
+        assert held.result().age == 31
+        # Once the connection is free again, the pool serves as before.
+        assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 31
