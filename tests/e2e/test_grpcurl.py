@@ -1,14 +1,20 @@
 """The real grpcurl, through reflection only: the commands `make run` prints must work."""
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import psycopg
 
-from profile_service.dev.run import DEMO_USER, grpcurl_commands
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.dev.run import DEMO_USER, DEV_JWT_SECRET, grpcurl_commands
 from profile_service.server import RunningServer
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import SECRET, bearer, wait_for
+from tests.e2e.test_faults import SERVING, _free_port, _health
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
@@ -50,3 +56,38 @@ def test_the_commands_make_run_prints_work_when_pasted(
     assert row == (35, 170, True)
     assert '"purgeCount": "0"' in result.stdout  # lowerCamelCase JSON names
     assert '"status": "SERVING"' in result.stdout
+
+
+def test_make_run_serves_with_the_development_secret_it_prints() -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {**os.environ, "GRPC_PORT": str(port), "METRICS_PORT": str(metrics_port), "WORKERS": "1"}
+    env.pop("JWT_SECRET", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "profile_service.dev.run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        for line in process.stdout:  # the banner ends with how to stop
+            printed += line
+            if line.startswith("Stop with Ctrl-C"):
+                break
+        assert f"JWT_SECRET={DEV_JWT_SECRET} " in printed
+        (token,) = re.findall(r"export USER_TOKEN=(\S+)", printed)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            stub = pb_grpc.ProfileServiceStub(channel)
+            saved = stub.Upsert(
+                pb.UpsertRequest(profile=pb.Profile(age=40)), metadata=bearer(token), timeout=5
+            )
+            assert (saved.owner_id, saved.age) == (DEMO_USER, 40)
+    finally:
+        process.terminate()
+        code = process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert code == 0
