@@ -173,7 +173,7 @@ def test_health_and_reflection_need_no_token(channel: grpc.Channel) -> None:
     assert "profile.v1.ProfileService" in names
 
 
-def test_a_user_token_works_for_the_token_lifetime(stub: pb_grpc.ProfileServiceStub) -> None:
+def test_a_valid_user_token_reaches_its_own_profile(stub: pb_grpc.ProfileServiceStub) -> None:
     owner = str(uuid.uuid4())
     md = bearer(_signed(_claims(sub=owner)))
     stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=33)), metadata=md, timeout=5)

@@ -54,9 +54,11 @@ def test_retention_outside_the_allowed_range_is_invalid(stub, days: int) -> None
     assert "retention_days" in field_violations(error)
 
 
-def test_batch_size_out_of_range_is_invalid(stub) -> None:
-    request = pb.PurgeRequest(batch_size=10_001)
+@pytest.mark.parametrize("size", [-1, 10_001])
+def test_batch_size_out_of_range_is_invalid(stub, size: int) -> None:
+    request = pb.PurgeRequest(batch_size=size)
     error = rpc_error(lambda: stub.Purge(request, metadata=service(), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "batch_size" in field_violations(error)
 
 
