@@ -90,7 +90,10 @@ def _wait(children: list[BaseProcess], stopping: threading.Event, stop: Callable
             running.remove(child)
             if child.pid is not None:
                 metrics.forget_process(child.pid)
-            if child.exitcode != 0 or not stopping.is_set():
+            # A worker still starting up when we forwarded SIGTERM dies of it (it blocks the
+            # signal only once it serves): it had no calls to drain, so that is a clean stop.
+            stopped = child.exitcode == 0 or child.exitcode == -signal.SIGTERM
+            if not (stopping.is_set() and stopped):
                 failed = True
                 _LOGGER.error("%s exited with %s", child.name, child.exitcode)
                 if not stopping.is_set():

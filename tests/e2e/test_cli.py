@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -180,23 +182,12 @@ def test_serve_exits_1_naming_the_problem_when_the_database_is_unreachable() -> 
 def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
     test_db: ThrowawayDatabase, setting: str, policy: int
 ) -> None:
-    port = _free_port()
-    env = server_env(test_db.service_url, GRPC_PORT=str(port), SCHED_BATCH=setting)
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
-    process = subprocess.Popen(
-        [CLI, "serve"], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+    env = server_env(test_db.service_url, GRPC_PORT=str(_free_port()), SCHED_BATCH=setting)
+    with _serving_command(env) as process:
         threads = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
         # gRPC's, the connection pool's and the health checker's threads are all running.
         assert len(threads) >= 4
         assert {os.sched_getscheduler(tid) for tid in threads} == {policy}
-    finally:
-        process.terminate()
-        code = process.wait(timeout=15)
-    assert code == 0
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin two workers")
@@ -206,25 +197,34 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
 ) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     count = len(cpus) if workers == "match" else len(cpus) + 1
-    port, metrics_port = _free_port(), _free_port()
     env = server_env(
-        test_db.service_url, GRPC_PORT=str(port), METRICS_PORT=str(metrics_port), WORKERS=str(count)
+        test_db.service_url,
+        GRPC_PORT=str(_free_port()),
+        METRICS_PORT=str(_free_port()),
+        WORKERS=str(count),
     )
+    with _serving_command(env) as process:
+        assert wait_for(lambda: len(_serving_children(process.pid)) == count, timeout=20)
+        affinities = sorted(
+            tuple(sorted(os.sched_getaffinity(pid))) for pid in _serving_children(process.pid)
+        )
+    if pinned:
+        assert affinities == [(cpu,) for cpu in cpus]
+    else:
+        assert affinities == [tuple(cpus)] * count
+
+
+@contextmanager
+def _serving_command(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`profile-service serve` with `env`, once it reports SERVING; it must then stop with 0."""
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
     process = subprocess.Popen(
         [CLI, "serve"], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{env['GRPC_PORT']}") as channel:
             assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
-        assert wait_for(lambda: len(_serving_children(process.pid)) == count, timeout=20)
-        affinities = sorted(
-            tuple(sorted(os.sched_getaffinity(pid))) for pid in _serving_children(process.pid)
-        )
-        if pinned:
-            assert affinities == [(cpu,) for cpu in cpus]
-        else:
-            assert affinities == [tuple(cpus)] * count
+        yield process
     finally:
         process.terminate()
         code = process.wait(timeout=30)
@@ -233,9 +233,33 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
 
 def _serving_children(pid: int) -> list[int]:
     """The supervisor's worker processes (not multiprocessing's resource tracker)."""
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [
-        int(child)
-        for child in text.split()
-        if "resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()
-    ]
+    workers = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if "resource_tracker" not in command:
+            workers.append(int(child))
+    return workers
+
+
+def test_sigterm_while_workers_start_is_a_clean_stop(
+    test_db: ThrowawayDatabase, tmp_path: Path
+) -> None:
+    env = server_env(
+        test_db.service_url,
+        GRPC_PORT=str(_free_port()),
+        METRICS_PORT=str(_free_port()),
+        WORKERS="2",
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+    # A file, not a pipe: multiprocessing's resource tracker may hold a pipe open after we exit.
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([CLI, "serve"], env={**clean, **env}, stdout=out, stderr=out)
+        # As soon as the workers exist, long before they serve (spawning imports gRPC anew).
+        assert wait_for(lambda: len(_serving_children(process.pid)) == 2, timeout=20)
+        process.terminate()
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()[-2000:]
