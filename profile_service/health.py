@@ -32,6 +32,9 @@ class DatabaseHealthMonitor:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._serving: bool | None = None
+        self._publishing = threading.Lock()  # the poller and its watchdog both publish
+        # A check may take the pool's wait (2 intervals) and then a moment for SELECT 1.
+        self._overdue_after = 2 * interval + 1.0
         self._thread = threading.Thread(target=self._loop, name="db-health", daemon=True)
 
     def start(self) -> None:
@@ -64,9 +67,13 @@ class DatabaseHealthMonitor:
         return ok
 
     def _publish(self, ok: bool) -> None:
-        if ok == self._serving or self._stopped.is_set():
-            return
-        self._serving = ok
+        with self._publishing:
+            if ok == self._serving or self._stopped.is_set():
+                return
+            self._serving = ok
+            self._announce(ok)
+
+    def _announce(self, ok: bool) -> None:
         status = _SERVING if ok else _NOT_SERVING
         for name in ("", SERVICE_NAME):
             self._servicer.set(name, status)
@@ -77,9 +84,32 @@ class DatabaseHealthMonitor:
             health_pb2.HealthCheckResponse.ServingStatus.Name(status),
         )
 
+    def _watched_check(self) -> None:
+        """check_once, with NOT_SERVING published meanwhile if it hangs.
+
+        A database that stops answering but keeps its connections open (hung, or frozen
+        behind a proxy) leaves SELECT 1 waiting without a timeout of its own: the last status
+        would otherwise stand, and the pod stay ready while every call fails.
+        """
+        done = threading.Event()
+
+        def overdue() -> None:
+            if not done.is_set():
+                _LOGGER.warning("database check overdue (%.1fs)", self._overdue_after)
+                self._publish(False)
+
+        watchdog = threading.Timer(self._overdue_after, overdue)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self.check_once()
+        finally:
+            done.set()
+            watchdog.cancel()
+
     def _loop(self) -> None:
         while not self._stopped.is_set():
-            self.check_once()
+            self._watched_check()
             metrics.observe_pool(self._pool)
             self._wake.wait(self._interval)
             self._wake.clear()

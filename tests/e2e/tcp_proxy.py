@@ -13,6 +13,10 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        # Set: bytes flow. Cleared: they wait, and connections stay open, as with a database
+        # that hangs without closing anything (the kernel still acknowledges every packet).
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.port = 0
 
     def start(self) -> None:
@@ -45,6 +49,14 @@ class TcpProxy:
         """Accept connections again."""
         self.start()
 
+    def freeze(self) -> None:
+        """Hold every byte in both directions, keeping all connections open."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Let the held bytes, and all later ones, through."""
+        self._flowing.set()
+
     def _connect_upstream(self) -> socket.socket:
         if isinstance(self._upstream, str):
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -75,10 +87,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

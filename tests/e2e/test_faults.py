@@ -77,6 +77,27 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
+def test_a_database_that_hangs_turns_health_not_serving_then_recovers(
+    proxied: tuple[TcpProxy, grpc.Channel],
+) -> None:
+    proxy, channel = proxied
+    stub = pb_grpc.ProfileServiceStub(channel)
+    md = user(uuid.uuid4())
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=md, timeout=5)
+
+    # Connections stay open but nothing comes back: no error for the pool or the health check
+    # to see, and no statement_timeout, since the database never gets the statement.
+    proxy.freeze()
+    error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_for(lambda: _health(channel) == NOT_SERVING)
+    assert _health(channel, "liveness") == SERVING
+
+    proxy.thaw()
+    assert wait_for(lambda: _health(channel) == SERVING)
+    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+
+
 def test_a_slow_database_is_unavailable_before_the_callers_deadline(
     stub: pb_grpc.ProfileServiceStub, test_db: ThrowawayDatabase
 ) -> None:
