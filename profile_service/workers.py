@@ -59,17 +59,23 @@ def supervise(settings: Settings) -> int:
             for i in range(settings.workers)
         ]
         stopping = threading.Event()
+        told: set[int] = set()
 
         def stop(*_: object) -> None:
+            """Forward the stop to every started worker not yet told (called again later for
+            a worker whose start the signal interrupted: it had no pid yet)."""
             stopping.set()
             for child in children:
-                if child.pid is not None and child.exitcode is None:
+                if child.pid is not None and child.pid not in told and child.exitcode is None:
+                    told.add(child.pid)
                     os.kill(child.pid, signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         for child in children:
             child.start()
+        if stopping.is_set():
+            stop()
         metrics_server, _ = metrics.serve(settings.metrics_port)
         _LOGGER.info("supervising %d workers on port %d", len(children), settings.grpc_port)
         try:

@@ -1,6 +1,7 @@
 """The `profile-service` command line, run as the CronJob and an operator would run it."""
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -258,8 +259,15 @@ def test_sigterm_while_workers_start_is_a_clean_stop(
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen([CLI, "serve"], env={**clean, **env}, stdout=out, stderr=out)
-        # As soon as the workers exist, long before they serve (spawning imports gRPC anew).
-        assert wait_for(lambda: len(_serving_children(process.pid)) == 2, timeout=20)
-        process.terminate()
-        code = process.wait(timeout=30)
+        try:
+            # As soon as the workers exist, long before they serve (spawning imports gRPC anew).
+            assert wait_for(lambda: len(_serving_children(process.pid)) >= 1, timeout=20)
+            process.terminate()
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                for child in _serving_children(process.pid):
+                    os.kill(child, signal.SIGKILL)
+                process.kill()
+                process.wait()
     assert code == 0, log.read_text()[-2000:]
