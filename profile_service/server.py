@@ -1,6 +1,7 @@
 """Assembly: pool, interceptors, API, health and reflection; SIGTERM drains, then exits 0."""
 
 import logging
+import math
 import os
 import signal
 import time
@@ -95,13 +96,15 @@ def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
             with psycopg.connect(
                 db.with_tcp_liveness(conninfo),
                 autocommit=True,
-                connect_timeout=max(2, int(timeout)),
+                connect_timeout=max(2, math.ceil(deadline - time.monotonic())),
             ) as conn:
                 # By OID via pg_class: the login role has no USAGE on schema profile, by design.
                 row = conn.execute(
+                    # to_regrole: on a cluster never migrated the API roles do not exist, and
+                    # naming them would fail before the missing table could be reported.
                     """SELECT r.rolsuper, r.rolbypassrls,
-                              pg_has_role('authenticated', 'MEMBER'),
-                              pg_has_role('service_role', 'MEMBER'),
+                              pg_has_role(to_regrole('authenticated'), 'MEMBER'),
+                              pg_has_role(to_regrole('service_role'), 'MEMBER'),
                               pg_get_userbyid(c.relowner) = current_user,
                               has_table_privilege(c.oid, 'SELECT')
                          FROM pg_roles r

@@ -169,6 +169,19 @@ def test_serve_refuses_a_database_that_was_not_migrated(server_admin_url: str) -
         devdb.drop_database(server_admin_url, name)
 
 
+def test_serve_refuses_a_fresh_cluster_where_nothing_was_ever_migrated(tmp_path: Path) -> None:
+    # Not even the cluster-wide API roles exist there (the shared test server has them).
+    import pgserver
+
+    cluster = pgserver.get_server(tmp_path / "cluster", cleanup_mode="stop")
+    try:
+        result = _run("serve", **server_env(str(cluster.get_uri())))
+    finally:
+        cluster.cleanup()
+    assert result.returncode == 2, result.stderr
+    assert "run `profile-service migrate`" in result.stderr
+
+
 def test_serve_exits_1_naming_the_problem_when_the_database_is_unreachable() -> None:
     url = "postgresql://profile_service@127.0.0.1:1/profile"
     result = _run("serve", **server_env(url))
