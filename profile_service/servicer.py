@@ -98,17 +98,24 @@ def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
     return values
 
 
-def _plain(value: Any) -> Any:
+def _plain(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct's content as dicts, lists and scalars.
 
     Not json_format.MessageToDict: it raises on NaN and infinity, before validation can name
     the offending key together with every other fault (and only if the field is being written).
     """
-    if isinstance(value, struct_pb2.Struct):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, struct_pb2.ListValue):
-        return [_plain(item) for item in value]
-    return value
+    return {key: _plain_value(value) for key, value in struct.fields.items()}
+
+
+def _plain_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return _plain(value.struct_value)
+    if kind == "list_value":
+        return [_plain_value(item) for item in value.list_value.values]
+    if kind is None or kind == "null_value":  # a Value with nothing set reads as null
+        return None
+    return getattr(value, kind)
 
 
 def profile_from_row(row: Row) -> pb.Profile:

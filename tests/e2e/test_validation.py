@@ -149,3 +149,21 @@ def test_soft_delete_names_a_bad_owner_id(stub) -> None:
     error = rpc_error(lambda: stub.SoftDelete(request, metadata=user(uuid.uuid4()), timeout=5))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "owner_id" in field_violations(error)
+
+
+def test_a_struct_value_with_nothing_set_is_stored_as_null(stub, admin: psycopg.Connection) -> None:
+    params = struct_pb2.Struct()
+    params.fields["empty"].SetInParent()  # legal on the wire: a Value whose kind is unset
+    params.fields["list"].list_value.values.add()
+    params.fields["list"].list_value.values.add().number_value = 2
+    sub = uuid.uuid4()
+    saved = stub.Upsert(
+        pb.UpsertRequest(profile=pb.Profile(age=30, generation_params=params)),
+        metadata=user(sub),
+        timeout=5,
+    )
+    assert saved.generation_params.fields["empty"].WhichOneof("kind") == "null_value"
+    row = admin.execute(
+        "SELECT generation_params FROM profile.profiles WHERE owner_id = %s", (sub,)
+    ).fetchone()
+    assert row == ({"empty": None, "list": [None, 2]},)
