@@ -127,3 +127,9 @@ def lock_waiters(admin: psycopg.Connection) -> int:
         "WHERE wait_event_type = 'Lock' AND datname = current_database()"
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+@pytest.fixture(autouse=True)
+def _empty_table_afterwards(admin: psycopg.Connection) -> None:
+    """Every end-to-end test leaves the profiles table empty (the `admin` fixture truncates it
+    afterwards), so no test depends on which ran before it."""

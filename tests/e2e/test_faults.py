@@ -79,6 +79,7 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
 
 def test_a_database_that_hangs_turns_health_not_serving_then_recovers(
     proxied: tuple[TcpProxy, grpc.Channel],
+    admin: psycopg.Connection,  # empties the table afterwards
 ) -> None:
     proxy, channel = proxied
     stub = pb_grpc.ProfileServiceStub(channel)
@@ -207,8 +208,12 @@ def test_an_unexpected_database_error_is_internal_without_detail(
 
 def test_an_exhausted_pool_is_unavailable_before_the_callers_deadline(
     test_db: ThrowawayDatabase,
+    admin: psycopg.Connection,  # empties the table afterwards
 ) -> None:
-    env = server_env(test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="4")
+    # A long statement timeout: the held write must outlast the other caller's deadline.
+    env = server_env(
+        test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="4", DB_TIMEOUT_SECONDS="10"
+    )
     with serving(env) as (_, channel):
         stub = pb_grpc.ProfileServiceStub(channel)
         sub = uuid.uuid4()
