@@ -55,23 +55,27 @@ class DatabaseHealthMonitor:
 
     def check_once(self) -> bool:
         """Query the database once and publish the result; True if it answered."""
+        ok = self._database_answers()
+        with self._publishing:
+            self._publish(ok)
+        return ok
+
+    def _database_answers(self) -> bool:
         try:
             with self._pool.connection(timeout=self._interval * 2) as conn:
                 conn.execute("SELECT 1")
-            ok = True
+            return True
         except (PoolTimeout, psycopg.Error):
-            ok = False
             # Drop idle connections that died with the server, so recovery needs no requests.
             self._pool.check()
-        self._publish(ok)
-        return ok
+            return False
 
     def _publish(self, ok: bool) -> None:
-        with self._publishing:
-            if ok == self._serving or self._stopped.is_set():
-                return
-            self._serving = ok
-            self._announce(ok)
+        """Set the status (the caller holds _publishing)."""
+        if ok == self._serving or self._stopped.is_set():
+            return
+        self._serving = ok
+        self._announce(ok)
 
     def _announce(self, ok: bool) -> None:
         status = _SERVING if ok else _NOT_SERVING
@@ -91,21 +95,25 @@ class DatabaseHealthMonitor:
         behind a proxy) leaves SELECT 1 waiting without a timeout of its own: the last status
         would otherwise stand, and the pod stay ready while every call fails.
         """
-        done = threading.Event()
+        finished = False
 
         def overdue() -> None:
-            if not done.is_set():
-                _LOGGER.warning("database check overdue (%.1fs)", self._overdue_after)
-                self._publish(False)
+            # Under the lock the check publishes with: a check that has just finished wins.
+            with self._publishing:
+                if not finished:
+                    _LOGGER.warning("database check overdue (%.1fs)", self._overdue_after)
+                    self._publish(False)
 
         watchdog = threading.Timer(self._overdue_after, overdue)
         watchdog.daemon = True
         watchdog.start()
         try:
-            self.check_once()
+            ok = self._database_answers()
         finally:
-            done.set()
             watchdog.cancel()
+        with self._publishing:
+            finished = True
+            self._publish(ok)
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
