@@ -96,9 +96,10 @@ def _wait(children: list[BaseProcess], stopping: threading.Event, stop: Callable
             running.remove(child)
             if child.pid is not None:
                 metrics.forget_process(child.pid)
-            # A worker still starting up when we forwarded SIGTERM dies of it (it blocks the
-            # signal only once it serves): it had no calls to drain, so that is a clean stop.
-            stopped = child.exitcode == 0 or child.exitcode == -signal.SIGTERM
+            # A worker still starting up when the stop came dies of the signal (it blocks
+            # them only once it serves; Ctrl-C reaches it straight from the terminal): it had
+            # no calls to drain, so that is a clean stop.
+            stopped = child.exitcode in (0, -signal.SIGTERM, -signal.SIGINT)
             if not (stopping.is_set() and stopped):
                 failed = True
                 _LOGGER.error("%s exited with %s", child.name, child.exitcode)

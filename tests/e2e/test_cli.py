@@ -258,8 +258,11 @@ def _serving_children(pid: int) -> list[int]:
     return workers
 
 
-def test_sigterm_while_workers_start_is_a_clean_stop(
-    test_db: ThrowawayDatabase, tmp_path: Path
+# SIGTERM to the supervisor (Kubernetes), or SIGINT to the whole process group (Ctrl-C in a
+# terminal, which reaches the workers directly too).
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
+def test_a_stop_while_workers_start_is_a_clean_stop(
+    test_db: ThrowawayDatabase, tmp_path: Path, stop: str
 ) -> None:
     env = server_env(
         test_db.service_url,
@@ -271,11 +274,16 @@ def test_sigterm_while_workers_start_is_a_clean_stop(
     # A file, not a pipe: multiprocessing's resource tracker may hold a pipe open after we exit.
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([CLI, "serve"], env={**clean, **env}, stdout=out, stderr=out)
+        process = subprocess.Popen(
+            [CLI, "serve"], env={**clean, **env}, stdout=out, stderr=out, start_new_session=True
+        )
         try:
             # As soon as the workers exist, long before they serve (spawning imports gRPC anew).
             assert wait_for(lambda: len(_serving_children(process.pid)) >= 1, timeout=20)
-            process.terminate()
+            if stop == "sigterm":
+                process.terminate()
+            else:
+                os.killpg(process.pid, signal.SIGINT)
             code = process.wait(timeout=30)
         finally:
             if process.poll() is None:
