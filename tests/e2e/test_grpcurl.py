@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 import grpc
@@ -13,7 +15,7 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.dev.run import DEMO_USER, DEV_JWT_SECRET, grpcurl_commands
 from profile_service.server import RunningServer
-from tests.e2e.conftest import SECRET, bearer, wait_for
+from tests.e2e.conftest import SECRET, bearer, rpc_error, wait_for
 from tests.e2e.test_faults import SERVING, _free_port, _health
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -69,6 +71,9 @@ def test_make_run_serves_with_the_development_secret_it_prints() -> None:
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    # Should the banner never come, this ends the read below instead of hanging the suite.
+    give_up = threading.Timer(60, process.kill)
+    give_up.start()
     try:
         assert process.stdout is not None
         printed = ""
@@ -76,16 +81,22 @@ def test_make_run_serves_with_the_development_secret_it_prints() -> None:
             printed += line
             if line.startswith("Stop with Ctrl-C"):
                 break
+        give_up.cancel()
         assert f"JWT_SECRET={DEV_JWT_SECRET} " in printed
-        (token,) = re.findall(r"export USER_TOKEN=(\S+)", printed)
+        (token,) = re.findall(r"export SERVICE_TOKEN=(\S+)", printed)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
-            stub = pb_grpc.ProfileServiceStub(channel)
-            saved = stub.Upsert(
-                pb.UpsertRequest(profile=pb.Profile(age=40)), metadata=bearer(token), timeout=5
+            # A read of nobody's profile: the token is accepted (NOT_FOUND, not UNAUTHENTICATED)
+            # and the developer's database is left as it was.
+            request = pb.GetRequest(owner_id=str(uuid.uuid4()))
+            error = rpc_error(
+                lambda: pb_grpc.ProfileServiceStub(channel).Get(
+                    request, metadata=bearer(token), timeout=5
+                )
             )
-            assert (saved.owner_id, saved.age) == (DEMO_USER, 40)
+            assert error.code() == grpc.StatusCode.NOT_FOUND
     finally:
+        give_up.cancel()
         process.terminate()
         code = process.wait(timeout=30)
         if process.stdout is not None:
