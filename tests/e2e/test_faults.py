@@ -55,12 +55,11 @@ def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, grpc.Channel
 
 
 def test_database_outage_is_unavailable_within_deadline_then_recovers(
-    proxied: tuple[TcpProxy, grpc.Channel], admin: psycopg.Connection
+    proxied: tuple[TcpProxy, grpc.Channel],
 ) -> None:
     proxy, channel = proxied
     stub = pb_grpc.ProfileServiceStub(channel)
-    md = user(uuid.uuid4())
-    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=md, timeout=5)
+    md = user(_a_user_aged_30(stub))
 
     proxy.cut()
     for _ in range(3):  # broken pooled connections and refused new ones alike
@@ -79,12 +78,10 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
 
 def test_a_database_that_hangs_turns_health_not_serving_then_recovers(
     proxied: tuple[TcpProxy, grpc.Channel],
-    admin: psycopg.Connection,  # empties the table afterwards
 ) -> None:
     proxy, channel = proxied
     stub = pb_grpc.ProfileServiceStub(channel)
-    md = user(uuid.uuid4())
-    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=md, timeout=5)
+    md = user(_a_user_aged_30(stub))
 
     # Connections stay open but nothing comes back: no error for the pool or the health check
     # to see, and no statement_timeout, since the database never gets the statement.
@@ -102,8 +99,7 @@ def test_a_database_that_hangs_turns_health_not_serving_then_recovers(
 def test_a_slow_database_is_unavailable_before_the_callers_deadline(
     stub: pb_grpc.ProfileServiceStub, test_db: ThrowawayDatabase
 ) -> None:
-    sub = uuid.uuid4()
-    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+    sub = _a_user_aged_30(stub)
     with psycopg.connect(test_db.admin_url) as locker:
         locker.execute("SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,))
         request = pb.UpsertRequest(profile=pb.Profile(age=31))
@@ -112,6 +108,13 @@ def test_a_slow_database_is_unavailable_before_the_callers_deadline(
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     # The row lock held the write back, and the timed-out write left nothing behind.
     assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 30
+
+
+def _a_user_aged_30(stub: pb_grpc.ProfileServiceStub) -> uuid.UUID:
+    """A new user, with a profile saved (age 30) while the database is fine."""
+    sub = uuid.uuid4()
+    stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+    return sub
 
 
 def _free_port() -> int:
@@ -141,8 +144,7 @@ def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
             stub = pb_grpc.ProfileServiceStub(channel)
-            sub = uuid.uuid4()
-            stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+            sub = _a_user_aged_30(stub)
             results: list[object] = []
             with psycopg.connect(test_db.admin_url) as locker:
                 # Hold the row so the calls below stay in flight until we let go.
@@ -208,7 +210,6 @@ def test_an_unexpected_database_error_is_internal_without_detail(
 
 def test_an_exhausted_pool_is_unavailable_before_the_callers_deadline(
     test_db: ThrowawayDatabase,
-    admin: psycopg.Connection,  # empties the table afterwards
 ) -> None:
     # A long statement timeout: the held write must outlast the other caller's deadline.
     env = server_env(
@@ -216,8 +217,7 @@ def test_an_exhausted_pool_is_unavailable_before_the_callers_deadline(
     )
     with serving(env) as (_, channel):
         stub = pb_grpc.ProfileServiceStub(channel)
-        sub = uuid.uuid4()
-        stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=30)), metadata=user(sub), timeout=5)
+        sub = _a_user_aged_30(stub)
         with (
             psycopg.connect(test_db.admin_url) as locker,
             psycopg.connect(test_db.admin_url, autocommit=True) as watcher,
