@@ -89,6 +89,11 @@ def check_database(conninfo: str, timeout: float) -> None:
         )
 
 
+def _check_database_at_start_up(settings: Settings) -> None:
+    # At least 10 s: a database restarting beside us gets time to come up.
+    check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
+
+
 def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
     deadline = time.monotonic() + timeout
     while True:
@@ -133,7 +138,7 @@ def start(
     `reuse_port` lets several worker processes share the port; `serve_metrics` is off in
     workers, whose parent serves their sum.
     """
-    check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
+    _check_database_at_start_up(settings)
     pool = db.create_pool(
         settings.database_url,
         size=settings.db_pool_size,
@@ -212,7 +217,7 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
         from profile_service import workers
 
         # Once here, so that a refusal is one message and exit code 2, not one per worker.
-        check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
+        _check_database_at_start_up(settings)
         return workers.supervise(settings)
     # Blocked before any thread starts, so every thread inherits the mask and only sigwait()
     # below receives them. With a Python handler instead, the kernel may deliver the signal to
