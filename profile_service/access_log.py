@@ -7,6 +7,7 @@ Never the token, the `sub`, or any profile field (GDPR). The request id comes fr
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from profile_service import metrics
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
@@ -48,7 +50,7 @@ class AccessLogInterceptor(UnaryInterceptor):
         return _observed(method, behavior, self._log_ok)
 
 
-def _request_id(context: grpc.ServicerContext) -> str:
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == _REQUEST_ID_KEY and isinstance(value, str) and value:
             return value[:_MAX_REQUEST_ID]
@@ -58,7 +60,7 @@ def _request_id(context: grpc.ServicerContext) -> str:
 def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
     short_name = method.rsplit("/", 1)[-1]
 
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
         context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
@@ -66,14 +68,15 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
         token = _ANNOTATIONS.set(notes)
         code = grpc.StatusCode.UNKNOWN
         try:
-            response = behavior(request, context)
-            code = context.code() or (  # type: ignore[attr-defined]
-                # Answered after the caller cancelled or its deadline passed: nobody got it.
-                grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
-            )
+            response = await behavior(request, context)
+            code = context.code() or grpc.StatusCode.OK
             return response
+        except asyncio.CancelledError:
+            # The caller cancelled, or its deadline passed: gRPC cancels the handler.
+            code = grpc.StatusCode.CANCELLED
+            raise
         except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         finally:
             _ANNOTATIONS.reset(token)

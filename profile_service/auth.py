@@ -12,10 +12,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
+import grpc.aio
 import jwt
 
 from profile_service import access_log
@@ -152,7 +154,7 @@ def _caller_from_claims(claims: dict[str, Any]) -> Caller:
     )
 
 
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The token of the `authorization: Bearer <token>` metadata; raise AuthError if absent."""
     for key, value in metadata or ():
         if key == "authorization":
@@ -175,7 +177,7 @@ def current_caller() -> Caller:
 class AuthInterceptor(UnaryInterceptor):
     """Requires a verified token on the API's calls (health and reflection are not wrapped).
 
-    Verification happens in the handler's own thread, where the contextvar it sets is visible.
+    Verification happens in the handler's own task, where the contextvar it sets is visible.
     """
 
     def __init__(self, verifier: TokenVerifier) -> None:
@@ -188,15 +190,15 @@ class AuthInterceptor(UnaryInterceptor):
     def _authenticated(self, behavior: Behavior) -> Behavior:
         verifier = self._verifier
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 caller = verifier.verify(bearer_token(context.invocation_metadata()))
             except AuthError as exc:
-                context.abort(exc.code, exc.message)
+                await context.abort(exc.code, exc.message)
             access_log.annotate("role", caller.role)
             token = _CALLER.set(caller)
             try:
-                return behavior(request, context)
+                return await behavior(request, context)
             finally:
                 _CALLER.reset(token)
 

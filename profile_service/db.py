@@ -1,38 +1,47 @@
-"""The database boundary: a connection pool, and one statement per request.
+"""The database boundary: a connection pool, and one statement per request, never waited on
+past the call's budget.
 
-Every RPC is a single call of a `profile_api` function (migration 0002), which switches to the
-caller's role and sets its claims transaction-locally before its query: one statement, one
-implicit transaction, one round trip. Nothing survives on the pooled connection afterwards,
-and the login role itself can read nothing, so forgetting the role fails instead of bypassing
-RLS.
+Every RPC is a single call of a `profile_api` function (migrations 0002 and 0005), which
+switches to the caller's role and sets its claims transaction-locally before its query: one
+statement, one implicit transaction, one round trip. Nothing survives on the pooled connection
+afterwards, and the login role itself can read nothing, so forgetting the role fails instead of
+bypassing RLS.
 
 The statements are prepared when the pool opens a connection, and a call runs one of them
-through libpq directly (`psycopg.pq`): Bind, Execute and Sync, one round trip, no Parse. We
-chose this over `Cursor.execute`, which costs about 30 us more client CPU per call (its
-adaptation, prepared-statement bookkeeping and wait loop): a third of what a Get costs us
-besides gRPC. libpq does the blocking wait with the GIL released.
+through libpq's asynchronous API directly (`psycopg.pq`): Bind, Execute and Sync, one round
+trip, no Parse; the event loop waits for the socket. We chose this over psycopg's
+`AsyncCursor.execute` for two reasons: it costs a third of a Get's own CPU less (adaptation,
+prepared-statement bookkeeping), and psycopg answers a cancelled wait by cancelling the query
+and then waiting for the server with no limit, which a frozen database never ends. Here a
+call that reaches its `give_up` time closes its connection at once (the pool opens a new
+one) and raises NoAnswer; whatever the database does with the statement later cannot commit,
+since the write functions check the call's `commit_by` at commit (deadlines.py).
 
 The only session setting is `statement_timeout`, which is not a security setting: it is set
 when a connection is opened, and changed only when a call needs a different one, pipelined with
 that call's statement (still one round trip, one implicit transaction: if the call fails, the
 change is rolled back with it). Timeouts are rounded down to a short ladder (the maximum, then
-halves) so that callers with similar deadlines reuse one setting.
+halves) so that callers with similar deadlines reuse one setting. It makes the database drop
+work nobody waits for (a lock wait) on its own, without costing the connection.
 
 Without prepared statements (`DB_PREPARE=false`, for PgBouncer in transaction mode) nothing at
 all is left on a server connection, since the next transaction on it may be another client's:
 every call pipelines a transaction-local `statement_timeout` with its unnamed statement.
 """
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
+
+from profile_service.deadlines import Budget
 
 T = TypeVar("T")
 
@@ -40,8 +49,8 @@ T = TypeVar("T")
 Value = bytes | None
 
 # A database host that vanishes without closing its connections (a network partition, a dead
-# machine) would otherwise hold a blocked call, and the health check, until the kernel gives
-# up: many minutes. statement_timeout cannot help: nobody is there to enforce it. These libpq
+# machine) would otherwise leave a connection open until the kernel gives up: many minutes.
+# Calls no longer wait for it (their budget), but the pool would keep lending it. These libpq
 # settings break such a connection within about 20 s; a URL that sets its own wins.
 TCP_LIVENESS = {
     "keepalives": "1",
@@ -49,10 +58,22 @@ TCP_LIVENESS = {
     "keepalives_interval": "3",
     "keepalives_count": "3",
     "tcp_user_timeout": "15000",  # ms: sent data unacknowledged for this long breaks it
+    # A server that accepts the connection and then says nothing (frozen) would hold a
+    # connection attempt, and the pool's worker making it, for over two minutes.
+    "connect_timeout": "5",
 }
 
-_SET_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
-_SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+# psycopg_pool retries a lost connection with a delay that doubles without a cap (1, 2, 4 …
+# 32 s): after an outage the pool came back many seconds after the database. Its own retries
+# stay short; the health monitor regrows the pool as soon as the database answers again.
+POOL_RECONNECT_SECONDS = 1.0
+
+_SET_TIMEOUT = b"SELECT set_config('statement_timeout', $1, false)"
+_SET_LOCAL_TIMEOUT = b"SELECT set_config('statement_timeout', $1, true)"
+
+
+class NoAnswer(Exception):
+    """The database did not answer within the call's budget; its connection was closed."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,11 @@ class Statement:
     def name_bytes(self) -> bytes:
         """`name` as libpq takes it (encoded once, not per call)."""
         return self.name.encode()
+
+    @cached_property
+    def sql_bytes(self) -> bytes:
+        """`sql` as libpq takes it."""
+        return self.sql.encode()
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,7 @@ class _Session:
     timeout_ms: int
 
 
-_sessions: "WeakKeyDictionary[psycopg.Connection, _Session]" = WeakKeyDictionary()
+_sessions: "WeakKeyDictionary[psycopg.AsyncConnection, _Session]" = WeakKeyDictionary()
 
 
 def with_tcp_liveness(conninfo: str) -> str:
@@ -100,8 +126,8 @@ def create_pool(
     prepare: bool,
     statements: Sequence[Statement],
     timeout_ms: int,
-) -> ConnectionPool:
-    """A closed pool of `size` autocommit connections; call `.open()` to start it.
+) -> AsyncConnectionPool:
+    """A closed pool of `size` autocommit connections; `await pool.open()` starts it.
 
     With `prepare`, each new connection gets the `statements` prepared and `timeout_ms` as
     its statement_timeout. `prepare=False` is for PgBouncer in transaction mode, where neither
@@ -110,77 +136,177 @@ def create_pool(
     inside the profile_api functions are planned once per session by PL/pgSQL either way.
     """
 
-    def configure(conn: psycopg.Connection) -> None:
+    async def configure(conn: psycopg.AsyncConnection) -> None:
         if not prepare:
             return
-        psycopg.RawCursor(conn).execute(_SET_TIMEOUT, (str(timeout_ms),), prepare=False)
+        # A database that stops answering while we set up must not hold the pool's worker.
+        setup = _wait_only(timeout_ms / 1000)
+        pgconn = conn.pgconn
+        pgconn.send_query_params(_SET_TIMEOUT, [str(timeout_ms).encode()])
+        await _finish(conn, setup)
         for statement in statements:
-            _check(conn, conn.pgconn.prepare(statement.name_bytes, statement.sql.encode()))
+            pgconn.send_prepare(statement.name_bytes, statement.sql_bytes)
+            await _finish(conn, setup)
         _sessions[conn] = _Session(timeout_ms)
 
-    return ConnectionPool(
+    return AsyncConnectionPool(
         with_tcp_liveness(conninfo),
         min_size=size,
         max_size=size,
         open=False,
         name="profile",
         configure=configure,
-        # Keep retrying a lost database for as long as the process lives.
-        reconnect_timeout=float("inf"),
+        reconnect_timeout=POOL_RECONNECT_SECONDS,
         # Our statements are prepared by `configure`; psycopg's own preparing stays off, so
-        # that nothing else (health checks) is prepared behind PgBouncer either.
+        # that nothing else is prepared behind PgBouncer either.
         kwargs={"autocommit": True, "prepare_threshold": None},
     )
 
 
-def statement_timeout_ms(seconds_left: float | None, max_seconds: float) -> int:
-    """The statement timeout for a call with `seconds_left` (None: no deadline).
-
-    At most `max_seconds`; with a deadline, the largest of max, max/2, max/4, … that fits in
-    the time left, so the database gives up before the caller's deadline.
-    """
-    ceiling = max(1, int(max_seconds * 1000))
-    if seconds_left is None:
-        return ceiling
-    budget = int(seconds_left * 1000)
-    timeout = ceiling
-    while timeout > budget and timeout > 1:
-        timeout //= 2
-    return max(1, min(timeout, budget))
-
-
-def run(conn: psycopg.Connection, query: Query[T], *, timeout_ms: int) -> T:
-    """Run `query` on `conn` (from a pool made by create_pool) with `timeout_ms`, in one round
-    trip.
-
-    Usually the prepared statement alone. When the session's timeout must change, or nothing
-    is prepared (PgBouncer), the statement rides in a pipeline behind the timeout.
-    """
+async def run(conn: psycopg.AsyncConnection, query: Query[T], budget: Budget) -> T:
+    """Run `query` on `conn` (from a pool made by create_pool) in one round trip, waiting no
+    later than `budget.give_up`, under `budget.timeout_ms`. Raise NoAnswer (the connection is
+    then closed), or the psycopg error the database answered with."""
+    timeout_ms = budget.timeout_ms
+    params = [None if p is None else p.encode() for p in query.params]
+    pgconn = conn.pgconn
     session = _sessions.get(conn)
-    if session is None:
-        return _pipelined(conn, query, _SET_LOCAL_TIMEOUT, timeout_ms)
-    if session.timeout_ms != timeout_ms:
-        answer = _pipelined(conn, query, _SET_TIMEOUT, timeout_ms)
-        session.timeout_ms = timeout_ms
-        return answer
-    # None is NULL to libpq (psycopg's own dumpers pass it so), whatever the stub says.
-    params = cast(list[bytes], [None if p is None else p.encode() for p in query.params])
-    result = conn.pgconn.exec_prepared(query.statement.name_bytes, params)
-    _check(conn, result)
+    try:
+        if session is not None and session.timeout_ms == timeout_ms:
+            pgconn.send_query_prepared(query.statement.name_bytes, params)
+            result = await _finish(conn, budget)
+        else:
+            set_timeout = _SET_LOCAL_TIMEOUT if session is None else _SET_TIMEOUT
+            result = await _pipelined(conn, query, set_timeout, timeout_ms, params, budget)
+            if session is not None:
+                session.timeout_ms = timeout_ms
+    except BaseException:
+        # Given up, cancelled or broken: the connection may still owe us an answer, so it
+        # cannot be lent again. The pool replaces it.
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            _abandon(pgconn)
+        raise
     return query.read(result.get_value(0, 0) if result.ntuples else None)
 
 
-def _pipelined(conn: psycopg.Connection, query: Query[T], set_timeout: str, ms: int) -> T:
+_CANCEL_SECONDS = 5.0
+_cancels: set["asyncio.Task[None]"] = set()  # kept referenced until done
+
+
+def _abandon(pgconn: pq.abc.PGconn) -> None:
+    """Close `pgconn` now, and ask the server, in the background, to cancel what it runs.
+
+    Closing alone does not stop a statement the server has received: it would run on (a lock
+    wait) and commit if it could. The cancel stops it when the server is listening; when it
+    is not (frozen), commit_by still forbids a late commit.
+    """
+    try:
+        cancel = pgconn.cancel_conn()
+        cancel.start()
+    except psycopg.Error:
+        cancel = None
+    pgconn.finish()
+    if cancel is not None:
+        task = asyncio.get_running_loop().create_task(_send_cancel(cancel))
+        _cancels.add(task)
+        task.add_done_callback(_cancels.discard)
+
+
+async def _send_cancel(cancel: pq.abc.PGcancelConn) -> None:
+    """Drive libpq's non-blocking cancel request to its end, or give up after a while."""
+    budget = _wait_only(_CANCEL_SECONDS)
+    try:
+        while True:
+            status = cancel.poll()
+            if status in (pq.PollingStatus.OK, pq.PollingStatus.FAILED):
+                return
+            await _ready(cancel.socket, budget, write=status != pq.PollingStatus.READING)
+    except (NoAnswer, psycopg.Error):
+        pass  # the server is not listening: commit_by is the guard then
+    finally:
+        cancel.finish()
+
+
+async def _pipelined(
+    conn: psycopg.AsyncConnection,
+    query: Query[T],
+    set_timeout: bytes,
+    ms: int,
+    params: Sequence[bytes | None],
+    budget: Budget,
+) -> pq.abc.PGresult:
     """`set_timeout` then the unnamed statement, one Sync: one round trip, one transaction."""
-    cur = psycopg.RawCursor(conn)
-    with conn.pipeline():
-        cur.execute(set_timeout, (str(ms),), prepare=False)
-        cur.execute(query.statement.sql, query.params, prepare=False)
-    result = cur.pgresult
-    return query.read(result.get_value(0, 0) if result is not None and result.ntuples else None)
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        pgconn.send_query_params(set_timeout, [str(ms).encode()])
+        pgconn.send_query_params(query.statement.sql_bytes, params)
+        pgconn.pipeline_sync()
+        await _flush(pgconn, budget)
+        answers: list[pq.abc.PGresult] = []
+        while True:
+            result = await _next_result(pgconn, budget)
+            if result is None:
+                continue  # the end of one statement's results
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            answers.append(result)
+    finally:
+        if pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy():
+            pgconn.exit_pipeline_mode()
+    for answer in answers:  # the first failure is the one that aborted the pipeline
+        _check(conn, answer)
+    return answers[-1]
 
 
-def _check(conn: psycopg.Connection, result: pq.abc.PGresult) -> None:
+async def _finish(conn: psycopg.AsyncConnection, budget: Budget) -> pq.abc.PGresult:
+    """Flush what was sent, then read the statement's results; the last one, checked."""
+    pgconn = conn.pgconn
+    await _flush(pgconn, budget)
+    last = None
+    while (result := await _next_result(pgconn, budget)) is not None:
+        last = result
+    if last is None:  # pragma: no cover - libpq always gives a statement a result
+        raise psycopg.OperationalError("no result from the database")
+    _check(conn, last)
+    return last
+
+
+async def _flush(pgconn: pq.abc.PGconn, budget: Budget) -> None:
+    while pgconn.flush():
+        await _ready(pgconn.socket, budget, write=True)
+
+
+async def _next_result(pgconn: pq.abc.PGconn, budget: Budget) -> pq.abc.PGresult | None:
+    while pgconn.is_busy():
+        await _ready(pgconn.socket, budget, write=False)
+        pgconn.consume_input()  # raises OperationalError on a broken connection
+    return pgconn.get_result()
+
+
+async def _ready(fd: int, budget: Budget, *, write: bool) -> None:
+    """Wait until socket `fd` is readable (writable), or raise NoAnswer at budget.give_up."""
+    loop = asyncio.get_running_loop()
+    if loop.time() >= budget.give_up:
+        raise NoAnswer()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    expire = loop.call_at(budget.give_up, wake)
+    try:
+        await ready
+    finally:
+        expire.cancel()
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+    if loop.time() >= budget.give_up:
+        raise NoAnswer()
+
+
+def _check(conn: psycopg.AsyncConnection, result: pq.abc.PGresult) -> None:
     """Raise the psycopg exception `result` stands for, as Cursor.execute would."""
     if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
         return
@@ -188,3 +314,21 @@ def _check(conn: psycopg.Connection, result: pq.abc.PGresult) -> None:
         # Lost mid-call: the pool sees the broken connection when it is returned and drops it.
         raise psycopg.OperationalError("the connection to the database is lost")
     raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+
+
+async def ping(conn: psycopg.AsyncConnection, seconds: float) -> None:
+    """`SELECT 1` on `conn`, waiting at most `seconds`; raise NoAnswer (the connection is then
+    closed) or the psycopg error met."""
+    budget = _wait_only(seconds)
+    pgconn = conn.pgconn
+    pgconn.send_query(b"SELECT 1")
+    try:
+        await _finish(conn, budget)
+    except BaseException:
+        pgconn.finish()
+        raise
+
+
+def _wait_only(seconds: float) -> Budget:
+    """A budget for work that writes nothing: only how long to wait."""
+    return Budget(give_up=asyncio.get_running_loop().time() + seconds, commit_by=0, timeout_ms=0)

@@ -1,13 +1,20 @@
-"""Database-aware health: SERVING only while the database answers."""
+"""Database-aware health: SERVING only while the database answers.
 
+The probe runs on the event loop with a connection of its own, apart from the API's pool, and
+gives up after its own timeout: health is answered, and follows the database, whatever the
+API's calls are doing (all waiting on a frozen database, or on stalled clients).
+"""
+
+import asyncio
+import enum
 import logging
-import threading
 
 import psycopg
-from grpc_health.v1 import health, health_pb2
-from psycopg_pool import ConnectionPool, PoolTimeout
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+from psycopg_pool import AsyncConnectionPool
 
-from profile_service import metrics
+from profile_service import db, metrics
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = "profile.v1.ProfileService"
@@ -18,106 +25,128 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class DatabaseHealthMonitor:
-    """Polls the database and sets the stock HealthServicer for "" and the API service.
+class Database(enum.Enum):
+    """What the last probe found."""
 
-    A request that meets a database error calls `recheck()`, so the status follows an outage
-    without waiting for the next poll, and broken pooled connections are dropped at once.
+    ANSWERS = "reachable"
+    # Connections refused or broken: known to be down, so calls fail at once.
+    UNREACHABLE = "unreachable"
+    # Connected, or connecting, but no answer in time: maybe only slow, so calls still try.
+    SILENT = "not answering"
+
+
+class DatabaseHealthMonitor:
+    """Probes the database every `interval` seconds and sets the health servicer for "" and
+    the API service; regrows the pool once the database is back.
+
+    A call that meets a database error calls `recheck()`, so the verdict follows an outage
+    without waiting for the next interval.
     """
 
-    def __init__(self, pool: ConnectionPool, servicer: health.HealthServicer, interval: float):
+    def __init__(
+        self,
+        conninfo: str,
+        pool: AsyncConnectionPool,
+        servicer: HealthServicer,
+        interval: float,
+    ) -> None:
+        self._conninfo = db.with_tcp_liveness(conninfo)
         self._pool = pool
         self._servicer = servicer
         self._interval = interval
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._serving: bool | None = None
-        self._publishing = threading.Lock()  # the poller and its watchdog both publish
-        # A check may take the pool's wait (2 intervals) and then a moment for SELECT 1.
-        self._overdue_after = 2 * interval + 1.0
-        self._thread = threading.Thread(target=self._loop, name="db-health", daemon=True)
+        # A probe waits at most this long; at least a second, so that a busy database is not
+        # called down by a short interval.
+        self._timeout = max(1.0, 2 * interval)
+        self._state: Database | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refill: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Report the process alive and start polling in a daemon thread."""
-        self._servicer.set(LIVENESS_SERVICE, _SERVING)
-        self._thread.start()
+    @property
+    def unreachable(self) -> bool:
+        """True while the last probe found the database refusing or breaking connections."""
+        return self._state is Database.UNREACHABLE
 
-    def stop(self) -> None:
-        """Report NOT_SERVING from now on and stop polling."""
-        self._stopped.set()
-        self._wake.set()
-        self._servicer.enter_graceful_shutdown()
-        self._thread.join(timeout=5)
+    async def start(self) -> None:
+        """Report the process alive, probe once, and keep probing in a task."""
+        await self._servicer.set(LIVENESS_SERVICE, _SERVING)
+        await self.check_once()
+        self._task = asyncio.create_task(self._loop(), name="db-health")
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING from now on and stop probing."""
+        await self._servicer.enter_graceful_shutdown()
+        for task in (self._task, self._refill):
+            if task is not None:
+                task.cancel()
+        if self._conn is not None:
+            await self._conn.close()
 
     def recheck(self) -> None:
-        """Poll now rather than at the next interval."""
+        """Probe now rather than at the next interval."""
         self._wake.set()
 
-    def check_once(self) -> bool:
-        """Query the database once and publish the result; True if it answered."""
-        ok = self._database_answers()
-        with self._publishing:
-            self._publish(ok)
-        return ok
+    async def check_once(self) -> bool:
+        """Probe the database once and publish the result; True if it answered."""
+        previous, state = self._state, await self._probe()
+        if state is not previous:
+            await self._publish(state)
+        back = previous is not None and previous is not Database.ANSWERS
+        if state is Database.ANSWERS and (back or self._pool_short()):
+            self._refill_pool()
+        return state is Database.ANSWERS
 
-    def _database_answers(self) -> bool:
+    async def _probe(self) -> Database:
         try:
-            with self._pool.connection(timeout=self._interval * 2) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except (PoolTimeout, psycopg.Error):
-            # Drop idle connections that died with the server, so recovery needs no requests.
-            self._pool.check()
-            return False
+            async with asyncio.timeout(self._timeout):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
+            await db.ping(self._conn, self._timeout)
+            return Database.ANSWERS
+        except (TimeoutError, db.NoAnswer):
+            await self._forget_connection()
+            return Database.SILENT
+        except psycopg.Error:
+            await self._forget_connection()
+            return Database.UNREACHABLE
 
-    def _publish(self, ok: bool) -> None:
-        """Set the status (the caller holds _publishing)."""
-        if ok == self._serving or self._stopped.is_set():
-            return
-        self._serving = ok
-        self._announce(ok)
+    async def _forget_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.pgconn.finish()  # no goodbye: the server may not be listening
+            self._conn = None
 
-    def _announce(self, ok: bool) -> None:
-        status = _SERVING if ok else _NOT_SERVING
+    async def _publish(self, state: Database) -> None:
+        self._state = state
+        status = _SERVING if state is Database.ANSWERS else _NOT_SERVING
         for name in ("", SERVICE_NAME):
-            self._servicer.set(name, status)
-        log = _LOGGER.info if ok else _LOGGER.warning
+            await self._servicer.set(name, status)
+        log = _LOGGER.info if state is Database.ANSWERS else _LOGGER.warning
         log(
             "database %s; health %s",
-            "reachable" if ok else "unreachable",
+            state.value,
             health_pb2.HealthCheckResponse.ServingStatus.Name(status),
         )
 
-    def _watched_check(self) -> None:
-        """check_once, with NOT_SERVING published meanwhile if it hangs.
+    def _pool_short(self) -> bool:
+        stats = self._pool.get_stats()
+        return bool(stats.get("pool_size", 0) < self._pool.min_size)
 
-        A database that stops answering but keeps its connections open (hung, or frozen
-        behind a proxy) leaves SELECT 1 waiting without a timeout of its own: the last status
-        would otherwise stand, and the pod stay ready while every call fails.
-        """
-        finished = False
+    def _refill_pool(self) -> None:
+        """Drop the pool's connections that died and open the missing ones (in a task: the
+        probe loop never waits for it)."""
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._pool.check(), name="db-pool-refill")
 
-        def overdue() -> None:
-            # Under the lock the check publishes with: a check that has just finished wins.
-            with self._publishing:
-                if not finished:
-                    _LOGGER.warning("database check overdue (%.1fs)", self._overdue_after)
-                    self._publish(False)
-
-        watchdog = threading.Timer(self._overdue_after, overdue)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            ok = self._database_answers()
-        finally:
-            watchdog.cancel()
-        with self._publishing:
-            finished = True
-            self._publish(ok)
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            self._watched_check()
-            metrics.observe_pool(self._pool)
-            self._wake.wait(self._interval)
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
             self._wake.clear()
+            await self.check_once()
+            metrics.observe_pool(self._pool)

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
@@ -22,14 +23,14 @@ class InternalErrorInterceptor(UnaryInterceptor):
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         """`behavior`, with unexpected exceptions answered INTERNAL."""
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                return behavior(request, context)
+                return await behavior(request, context)
             except Exception as exc:
                 # context.abort() raises too, after setting the status: that one is deliberate.
-                if context.code() is not None:  # type: ignore[attr-defined]
+                if context.code() is not None:
                     raise
                 _LOGGER.error("unexpected %s in %s", type(exc).__name__, method)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
         return handle

@@ -15,7 +15,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 REQUESTS = Counter(
     "profile_requests", "API calls answered, by method and gRPC status code.", ["method", "code"]
@@ -54,7 +54,7 @@ def observe_call(method: str, code: str, seconds: float) -> None:
     children[1].observe(seconds)
 
 
-def observe_pool(pool: ConnectionPool) -> None:
+def observe_pool(pool: AsyncConnectionPool) -> None:
     """Copy the pool's current numbers into the gauges."""
     stats = pool.get_stats()
     size = stats.get("pool_size", 0)

@@ -5,12 +5,14 @@ Rather than re-implement reflection, this wraps the stock servicer and swaps our
 descriptor for the copy with source info that `make proto` writes next to the generated code.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from importlib.resources import files
+from typing import Any
 
-import grpc
+import grpc.aio
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 DESCRIPTOR_SET = "profile_service.binpb"
 
@@ -23,17 +25,17 @@ def _descriptors_with_comments() -> dict[str, bytes]:
     return {f.name: f.SerializeToString() for f in descriptor_set.file}
 
 
-class _CommentedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[misc]
+class _CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     def __init__(self, service_names: Iterable[str]) -> None:
         super().__init__(tuple(service_names))
         self._commented = _descriptors_with_comments()
 
-    def ServerReflectionInfo(
+    async def ServerReflectionInfo(
         self,
-        request_iterator: Iterator[reflection_pb2.ServerReflectionRequest],
-        context: grpc.ServicerContext,
-    ) -> Iterator[reflection_pb2.ServerReflectionResponse]:
-        for response in super().ServerReflectionInfo(request_iterator, context):
+        request_iterator: AsyncIterable[reflection_pb2.ServerReflectionRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        async for response in super().ServerReflectionInfo(request_iterator, context):
             if response.HasField("file_descriptor_response"):
                 protos = response.file_descriptor_response.file_descriptor_proto
                 for i, raw in enumerate(protos):
@@ -42,7 +44,7 @@ class _CommentedReflectionServicer(reflection.ReflectionServicer):  # type: igno
             yield response
 
 
-def enable(server: grpc.Server, service_names: Iterable[str]) -> None:
+def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
     """Serve reflection for `service_names` (and for reflection itself) on `server`."""
     names = (*service_names, reflection.SERVICE_NAME)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

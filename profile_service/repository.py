@@ -32,11 +32,12 @@ _AS_JSON = (
 )
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
 GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
-UPSERT = Statement("profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3)")
+# Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
+UPSERT = Statement("profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4)")
 SOFT_DELETE = Statement(
-    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1)"
+    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2)"
 )
-PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4)")
+PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, PURGE)
 
 
@@ -54,20 +55,34 @@ def get(caller: Caller, owner_id: str) -> Query[Row | None]:
     return Query(GET, (caller.role, caller.claims_json, owner_id), _row)
 
 
-def upsert(caller: Caller, changes: Mapping[str, Any], mask: frozenset[str]) -> Query[Row | None]:
+def upsert(
+    caller: Caller, changes: Mapping[str, Any], mask: frozenset[str], commit_by: float
+) -> Query[Row | None]:
     """Create or update the caller's profile: the `mask` fields take their `changes` values
-    (absent: NULL); the others are NULL on create and kept on update."""
+    (absent: NULL); the others are NULL on create and kept on update. Nothing is committed
+    after `commit_by` (seconds since the epoch)."""
     # An array literal: the names are Profile field names checked by validation.
     mask_literal = "{" + ",".join(sorted(mask)) + "}"
-    return Query(UPSERT, (caller.claims_json, json.dumps(changes), mask_literal), _row)
+    params = (caller.claims_json, json.dumps(changes), mask_literal, repr(commit_by))
+    return Query(UPSERT, params, _row)
 
 
-def soft_delete(caller: Caller) -> Query[Row | None]:
-    """Soft-delete the caller's own active profile; the row, or None."""
-    return Query(SOFT_DELETE, (caller.claims_json,), _row)
+def soft_delete(caller: Caller, commit_by: float) -> Query[Row | None]:
+    """Soft-delete the caller's own active profile, unless it is after `commit_by`; the row,
+    or None."""
+    return Query(SOFT_DELETE, (caller.claims_json, repr(commit_by)), _row)
 
 
-def purge_batch(caller: Caller, retention_days: int, limit: int, dry_run: bool) -> Query[int]:
-    """Delete up to `limit` profiles deleted over `retention_days` ago (or count them all)."""
-    params = (caller.claims_json, str(retention_days), str(limit), "true" if dry_run else "false")
+def purge_batch(
+    caller: Caller, retention_days: int, limit: int, dry_run: bool, commit_by: float
+) -> Query[int]:
+    """Delete up to `limit` profiles deleted over `retention_days` ago (or count them all),
+    unless it is after `commit_by`."""
+    params = (
+        caller.claims_json,
+        str(retention_days),
+        str(limit),
+        "true" if dry_run else "false",
+        repr(commit_by),
+    )
     return Query(PURGE, params, _count)

@@ -1,23 +1,36 @@
-"""Assembly: pool, interceptors, API, health and reflection; SIGTERM drains, then exits 0."""
+"""Assembly: pool, interceptors, API, health and reflection on a grpc.aio server; SIGTERM
+drains, then exits 0.
 
+The server is asyncio's (docs/decisions/0002-asyncio-server.md): a call waiting for its
+request, or for the database, holds a coroutine, not a thread, so neither stalled clients nor
+a frozen database can starve the other callers or the health checks. The event loop runs in a
+thread of its own; the main thread only waits for a stop signal.
+"""
+
+import asyncio
 import logging
 import math
 import os
 import signal
+import threading
 import time
-from concurrent import futures
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 import grpc
+import grpc.aio
 import psycopg
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from psycopg_pool import ConnectionPool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from psycopg_pool import AsyncConnectionPool
 
-from profile_service import db, metrics, reflection, repository
+from profile_service import db, deadlines, metrics, reflection, repository
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
+from profile_service.admission import Admission
 from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
@@ -27,6 +40,7 @@ from profile_service.servicer import ProfileServicer
 from profile_service.unary_interceptor import intercepted
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class UnsafeDatabaseRole(Exception):
@@ -38,24 +52,48 @@ class DatabaseUnreachable(Exception):
 
 
 @dataclass
-class RunningServer:
-    """A started server and what must be stopped with it."""
+class _Serving:
+    """The parts of a started server that live on its event loop."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    pool: ConnectionPool
+    pool: AsyncConnectionPool
     health: DatabaseHealthMonitor
+    admission: Admission
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
+        within `grace`, close the pool."""
+        self.admission.close()
+        await self.health.stop()
+        await self.server.stop(grace)
+        await self.pool.close()
+
+
+@dataclass
+class RunningServer:
+    """A started server, its event loop's thread, and what must be stopped with it."""
+
+    port: int
+    _serving: _Serving
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
     metrics_server: WSGIServer | None = None
     metrics_port: int | None = None
+    _stopped: bool = field(default=False)
 
     def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace`, close the pool."""
-        self.health.stop()
-        self.server.stop(grace).wait()
-        self.pool.close()
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+        """Refuse new calls, let in-flight ones finish within `grace`, and stop the loop."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            _on_loop(self._loop, self._serving.stop(grace))
+        finally:
+            _stop_loop(self._loop, self._thread)
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
 
 
 def check_database(conninfo: str, timeout: float) -> None:
@@ -139,37 +177,51 @@ def start(
     workers, whose parent serves their sum.
     """
     _check_database_at_start_up(settings)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
+    thread.start()
+    try:
+        serving = _on_loop(loop, _start(settings, host, reuse_port))
+    except BaseException:
+        _stop_loop(loop, thread)
+        raise
+    running = RunningServer(port=serving.port, _serving=serving, _loop=loop, _thread=thread)
+    if serve_metrics:
+        running.metrics_server, running.metrics_port = metrics.serve(settings.metrics_port)
+    _LOGGER.info("serving %s on port %d", SERVICE_NAME, serving.port)
+    return running
+
+
+async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     pool = db.create_pool(
         settings.database_url,
         size=settings.db_pool_size,
         prepare=settings.db_prepare,
         statements=repository.STATEMENTS,
-        timeout_ms=db.statement_timeout_ms(None, settings.db_timeout_seconds),
+        timeout_ms=deadlines.statement_timeout_ms(None, settings.db_timeout_seconds),
     )
-    pool.open(wait=False)
-
-    health_servicer = health.HealthServicer(
-        experimental_non_blocking=True,
-        experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
+    await pool.open(wait=False)
+    health_servicer = HealthServicer()
+    monitor = DatabaseHealthMonitor(
+        settings.database_url, pool, health_servicer, settings.health_check_interval_seconds
     )
-    monitor = DatabaseHealthMonitor(pool, health_servicer, settings.health_check_interval_seconds)
     service = ProfileService(
         pool,
         min_retention_days=settings.purge_min_retention_days,
         db_timeout_seconds=settings.db_timeout_seconds,
+        database_unreachable=lambda: monitor.unreachable,
         on_database_error=monitor.recheck,
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="rpc"),
-        options=_server_options(settings, reuse_port),
-    )
-    # The request path: access log (request id, timing, metrics) → unexpected errors as
-    # INTERNAL → auth → servicer.
+    admission = Admission()
+    server = grpc.aio.server(options=_server_options(settings, reuse_port))
+    # The request path: access log (request id, timing, metrics) → refused while draining →
+    # unexpected errors as INTERNAL → auth → servicer.
     api = intercepted(
         ProfileServicer(service),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
         [
             AccessLogInterceptor(log_successful_calls=settings.access_log_all),
+            admission,
             InternalErrorInterceptor(),
             AuthInterceptor(TokenVerifier(settings)),
         ],
@@ -183,15 +235,26 @@ def start(
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ),
     )
-    port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
-    monitor.check_once()
-    monitor.start()
-    server.start()
-    running = RunningServer(server=server, port=port, pool=pool, health=monitor)
-    if serve_metrics:
-        running.metrics_server, running.metrics_port = metrics.serve(settings.metrics_port)
-    _LOGGER.info("serving %s on port %d", SERVICE_NAME, port)
-    return running
+    try:
+        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+        await monitor.start()
+        await server.start()
+    except BaseException:
+        await monitor.stop()
+        await pool.close()
+        raise
+    return _Serving(server=server, port=port, pool=pool, health=monitor, admission=admission)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on `loop` (in its own thread) and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
 
 
 def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:

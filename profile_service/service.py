@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from profile_service import db, metrics, repository
+from profile_service import db, deadlines, metrics, repository
 from profile_service.auth import Caller
 from profile_service.repository import Row
 from profile_service.validation import (
@@ -25,8 +25,6 @@ from profile_service.validation import (
 T = TypeVar("T")
 
 DEFAULT_PURGE_BATCH = 1000
-# Time kept back from the caller's deadline, so UNAVAILABLE reaches it before the deadline.
-_DEADLINE_MARGIN_SECONDS = 0.05
 
 
 class NotFound(Exception):
@@ -42,31 +40,39 @@ class Unavailable(Exception):
 
 
 class ProfileService:
-    """Get, Upsert, SoftDelete and Purge over a connection pool."""
+    """Get, Upsert, SoftDelete and Purge over a connection pool.
+
+    `database_unreachable()` tells whether the database is known to refuse connections (the
+    health monitor's verdict): calls then answer at once instead of waiting out their budget.
+    `on_database_error()` asks the monitor to look again.
+    """
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: AsyncConnectionPool,
         *,
         min_retention_days: int,
         db_timeout_seconds: float,
+        database_unreachable: Callable[[], bool] = lambda: False,
         on_database_error: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._min_retention_days = min_retention_days
         self._db_timeout = db_timeout_seconds
+        self._database_unreachable = database_unreachable
         self._on_database_error = on_database_error
 
-    def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
+    async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """A user's own active profile, or (service_role) anyone's, deleted ones included."""
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         if caller.is_user:
             owner_id = _own_owner_id(caller, owner_id)
         elif not owner_id:
             raise InvalidArgument([FieldViolation("owner_id", "is required for service_role")])
-        return _found(self._run(repository.get(caller, owner_id), deadline))
+        query = repository.get(caller, owner_id)
+        return _found(await self._run(lambda _: query, deadline))
 
-    def upsert(
+    async def upsert(
         self,
         caller: Caller,
         owner_id: str,
@@ -83,16 +89,22 @@ class ProfileService:
             + check_fields(changes)
         )
         _own_owner_id(caller, owner_id)
-        return _found(self._run(repository.upsert(caller, changes, mask), deadline))
+        return _found(
+            await self._run(
+                lambda commit_by: repository.upsert(caller, changes, mask, commit_by), deadline
+            )
+        )
 
-    def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
+    async def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """Soft-delete the caller's own active profile (users only)."""
         _require_user(caller)
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         _own_owner_id(caller, owner_id)
-        return _found(self._run(repository.soft_delete(caller), deadline))
+        return _found(
+            await self._run(lambda commit_by: repository.soft_delete(caller, commit_by), deadline)
+        )
 
-    def purge(
+    async def purge(
         self,
         caller: Caller,
         retention_days: int,
@@ -111,41 +123,45 @@ class ProfileService:
         days = retention_days or self._min_retention_days
         limit = batch_size or DEFAULT_PURGE_BATCH
         if dry_run:
-            return self._run(repository.purge_batch(caller, days, limit, True), deadline)
+            return await self._run(
+                lambda commit_by: repository.purge_batch(caller, days, limit, True, commit_by),
+                deadline,
+            )
         total = 0
         # One transaction per batch keeps locks short. Stop only on an empty batch: a short one
         # may just mean a concurrent purge took some rows. A caller that cancelled (a CronJob
         # killed, a connection closed for its age) leaves the rest to the next run.
         while True:
-            deleted = self._run(repository.purge_batch(caller, days, limit, False), deadline)
+            deleted = await self._run(
+                lambda commit_by: repository.purge_batch(caller, days, limit, False, commit_by),
+                deadline,
+            )
             total += deleted
             metrics.PURGED.inc(deleted)
             if deleted == 0 or not should_continue():
                 return total
 
-    def _run(self, query: db.Query[T], deadline: float | None) -> T:
-        budget = self._db_timeout
-        if deadline is not None:
-            budget = min(budget, deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS)
-        if budget <= 0:
-            raise Unavailable("no time left before the deadline")
+    async def _run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
+        """Run the query made for the call's commit_by, within the call's budget."""
+        budget = deadlines.budget(
+            None if deadline is None else deadline - time.monotonic(), self._db_timeout
+        )
+        if self._database_unreachable():
+            raise Unavailable("database unreachable")
         try:
             # getconn/putconn rather than the pool.connection() context manager: same
             # behaviour, a few microseconds less per call.
-            conn = self._pool.getconn(timeout=budget)
+            conn = await self._pool.getconn(timeout=budget.seconds_left())
             try:
-                left = (
-                    None
-                    if deadline is None
-                    else deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS
-                )
-                timeout_ms = db.statement_timeout_ms(left, self._db_timeout)
-                return db.run(conn, query, timeout_ms=timeout_ms)
+                return await db.run(conn, query_for(budget.commit_by), budget)
             finally:
-                self._pool.putconn(conn)
+                await self._pool.putconn(conn)
         except PoolTimeout as exc:
             self._on_database_error()
-            raise Unavailable("database unavailable") from exc
+            raise Unavailable("no database connection free in time") from exc
+        except db.NoAnswer as exc:
+            self._on_database_error()
+            raise Unavailable("the database did not answer in time") from exc
         except psycopg.errors.QueryCanceled as exc:
             raise Unavailable("database timed out") from exc
         except psycopg.OperationalError as exc:

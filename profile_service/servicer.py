@@ -1,10 +1,11 @@
 """ProfileService over gRPC: proto ↔ model mapping, and domain errors → gRPC statuses."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import grpc.aio
 from google.protobuf import any_pb2, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -12,6 +13,7 @@ from grpc_status import rpc_status
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
+from profile_service.deadlines import OutOfTime
 from profile_service.repository import Row
 from profile_service.service import NotFound, PermissionDenied, ProfileService, Unavailable
 from profile_service.validation import (
@@ -25,6 +27,7 @@ from profile_service.validation import (
 _OPTIONAL_SCALARS = (*INT_RANGES, *TEXT_LIMITS)
 _TIMESTAMPS = ("created_at", "updated_at", "deleted_at")
 R = TypeVar("R")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
@@ -33,21 +36,21 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     def __init__(self, service: ProfileService) -> None:
         self._service = service
 
-    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Profile:
+    async def Get(self, request: pb.GetRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        row = _call(
+        row = await _call(
             context,
             lambda deadline: self._service.get(current_caller(), request.owner_id, deadline),
         )
         return profile_from_row(row)
 
-    def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.Profile:
+    async def Upsert(self, request: pb.UpsertRequest, context: Context) -> pb.Profile:
         """See the proto."""
         mask = frozenset(request.update_mask.paths) if request.HasField("update_mask") else None
 
-        def upsert(deadline: float | None) -> Row:
+        async def upsert(deadline: float | None) -> Row:
             values = values_from_profile(request.profile)
-            return self._service.upsert(
+            return await self._service.upsert(
                 current_caller(),
                 request.profile.owner_id,
                 values,
@@ -55,13 +58,11 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 deadline,
             )
 
-        return profile_from_row(_call(context, upsert))
+        return profile_from_row(await _call(context, upsert))
 
-    def SoftDelete(
-        self, request: pb.SoftDeleteRequest, context: grpc.ServicerContext
-    ) -> pb.Profile:
+    async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        row = _call(
+        row = await _call(
             context,
             lambda deadline: self._service.soft_delete(
                 current_caller(), request.owner_id, deadline
@@ -69,9 +70,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         )
         return profile_from_row(row)
 
-    def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
+    async def Purge(self, request: pb.PurgeRequest, context: Context) -> pb.PurgeResponse:
         """See the proto."""
-        count = _call(
+        count = await _call(
             context,
             lambda deadline: self._service.purge(
                 current_caller(),
@@ -79,7 +80,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 request.dry_run,
                 request.batch_size,
                 deadline,
-                should_continue=context.is_active,
+                should_continue=lambda: not context.cancelled(),
             ),
         )
         return pb.PurgeResponse(purge_count=count)
@@ -139,24 +140,27 @@ def profile_from_row(row: Row) -> pb.Profile:
     return profile
 
 
-def _call(context: grpc.ServicerContext, use_case: Callable[[float | None], R]) -> R:
+async def _call(context: Context, use_case: Callable[[float | None], Awaitable[R]]) -> R:
     """Run a use case with the call's deadline; abort with the status its error stands for."""
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     try:
-        return use_case(deadline)
+        return await use_case(deadline)
     except InvalidArgument as exc:
-        _abort_invalid(context, exc.violations)
+        await _abort_invalid(context, exc.violations)
     except NotFound as exc:
-        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except PermissionDenied as exc:
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     except Unavailable as exc:
-        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except OutOfTime as exc:
+        # Retrying with the same deadline cannot help: not UNAVAILABLE.
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     # Anything else is a bug, answered INTERNAL by internal_errors.py.
 
 
-def _abort_invalid(context: grpc.ServicerContext, violations: list[FieldViolation]) -> NoReturn:
+async def _abort_invalid(context: Context, violations: list[FieldViolation]) -> NoReturn:
     details = error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
@@ -172,7 +176,7 @@ def _abort_invalid(context: grpc.ServicerContext, violations: list[FieldViolatio
     grpc_status = rpc_status.to_status(status)
     # abort_with_status replaces the trailing metadata: keep what was set before (request id).
     earlier = tuple(context.trailing_metadata() or ())
-    context.abort_with_status(
+    await context.abort_with_status(
         grpc_status._replace(trailing_metadata=earlier + tuple(grpc_status.trailing_metadata))
     )
     raise AssertionError("abort_with_status returned")  # pragma: no cover

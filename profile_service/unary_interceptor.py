@@ -1,25 +1,23 @@
 """Interceptors for unary handlers, applied once when the service is registered.
 
-They are not passed to `grpc.server(interceptors=...)`: grpc's sync server runs those on its
-single polling thread for every call, before a worker takes it, which cost about 8 % of Get's
-throughput in the bench; and anything per call (token checks, timing, contextvars) has to
-happen in the handler's own thread anyway. Wrapping each method's handler at registration
-gives the same call path (outermost interceptor first, then the handler) with grpc's
-registered-method fast path.
+They are not passed to `grpc.aio.server(interceptors=...)`: those run for every call, health
+and reflection included, and cost a coroutine more per call. Wrapping each method's handler at
+registration gives the same call path (outermost interceptor first, then the handler), only
+for the API's methods, with grpc's registered-method fast path (docs/decisions/0001).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import grpc
+import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
 
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 S = TypeVar("S")
 
 
 class UnaryInterceptor:
-    """Wraps a unary-unary handler."""
+    """Wraps an async unary-unary handler."""
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         """The handler to run instead of `behavior` for `method` ("/package.Service/Method")."""

@@ -52,7 +52,7 @@ def _schemas(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     first = _snapshot(empty_db_url)
-    assert first["version"] == [("0004",)]
+    assert first["version"] == [("0005",)]
 
     migrate.downgrade(empty_db_url, "0003")
     definitions = {str(name): str(sql) for name, sql in _snapshot(empty_db_url)["indexes"]}
@@ -156,7 +156,12 @@ def test_profiles_table_matches_the_schema_document(test_db: ThrowawayDatabase) 
     )
     assert rls == (True,)
     # No foreign key: owner_id refers to the auth service's users by value only.
-    assert constraints == [("p", "PRIMARY KEY (id)"), ("u", "UNIQUE (owner_id)")]
+    # ('t': the constraint trigger of migration 0005, a deadline check, not a reference.)
+    assert constraints == [
+        ("p", "PRIMARY KEY (id)"),
+        ("t", "TRIGGER DEFERRABLE INITIALLY DEFERRED"),
+        ("u", "UNIQUE (owner_id)"),
+    ]
     assert {
         "select_own_profiles",
         "select_all_profiles_service",
@@ -195,9 +200,11 @@ def test_updated_at_is_kept_by_a_trigger_calling_set_updated_at(
 ) -> None:
     rows = admin.execute(
         "SELECT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
-        "WHERE t.tgrelid = 'profile.profiles'::regclass AND NOT t.tgisinternal"
+        "WHERE t.tgrelid = 'profile.profiles'::regclass AND NOT t.tgisinternal "
+        "ORDER BY 1"
     ).fetchall()
-    assert rows == [("set_updated_at",)]
+    # refuse_late_commit: migration 0005, no write commits after its caller's deadline.
+    assert rows == [("refuse_late_commit",), ("set_updated_at",)]
 
 
 def test_set_updated_at_trigger_advances_updated_at(admin: psycopg.Connection) -> None:

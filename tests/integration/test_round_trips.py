@@ -4,18 +4,19 @@ A round trip is a Sync message from the client (the server answers once per Sync
 query protocol ("Query" messages) would re-plan the RLS query on every call, so none may appear.
 """
 
+import asyncio
 import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from psycopg.pq import Trace
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, repository
 from profile_service.auth import Caller
@@ -23,33 +24,57 @@ from profile_service.service import ProfileService, Unavailable
 from profile_service.validation import WRITABLE_FIELDS
 from tests.conftest import ThrowawayDatabase
 
+T = TypeVar("T")
+
 
 @dataclass
 class Traced:
-    """A service on a one-connection pool, and the client messages libpq sent since last asked."""
+    """A service on a one-connection pool, and the client messages libpq sent since last asked;
+    `run` waits for a coroutine on the pool's event loop."""
 
     service: ProfileService
-    pool: ConnectionPool
+    pool: AsyncConnectionPool
     messages: Callable[[], list[str]]
     prepared: bool
+    run: Callable[[Awaitable[Any]], Any]
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Awaitable[T]], T]]:
+    """Run a coroutine to completion on this test's event loop."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop.run_until_complete
+    finally:
+        loop.close()
+
+
+async def _one_value(pool: AsyncConnectionPool, sql: str) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(sql)  # type: ignore[arg-type]
+        return await cursor.fetchall()
 
 
 @pytest.fixture(params=[True, False], ids=["prepared", "unprepared"])
 def service_and_trace(
-    request: pytest.FixtureRequest, test_db: ThrowawayDatabase, admin: Any
+    request: pytest.FixtureRequest,
+    test_db: ThrowawayDatabase,
+    admin: Any,
+    run: Callable[[Awaitable[Any]], Any],
 ) -> Iterator["Traced"]:
-    pool: ConnectionPool = db.create_pool(
+    pool: AsyncConnectionPool = db.create_pool(
         test_db.service_url,
         size=1,
         prepare=request.param,
         statements=repository.STATEMENTS,
         timeout_ms=5000,
     )
-    pool.open(wait=True)
+    run(pool.open(wait=True))
     with tempfile.TemporaryFile(mode="w+") as trace_file:
-        with pool.connection() as conn:  # the only connection: every call below uses it
-            conn.pgconn.trace(trace_file.fileno())
-            conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        conn = run(pool.getconn())  # the only connection: every call below uses it
+        conn.pgconn.trace(trace_file.fileno())
+        conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        run(pool.putconn(conn))
         offset = 0
 
         def messages_since_last_call() -> list[str]:
@@ -61,9 +86,9 @@ def service_and_trace(
 
         try:
             service = ProfileService(pool, min_retention_days=30, db_timeout_seconds=5)
-            yield Traced(service, pool, messages_since_last_call, request.param)
+            yield Traced(service, pool, messages_since_last_call, request.param, run)
         finally:
-            pool.close()
+            run(pool.close())
 
 
 def _user() -> Caller:
@@ -73,21 +98,25 @@ def _user() -> Caller:
 
 
 def test_get_upsert_and_soft_delete_take_one_round_trip_each(service_and_trace: Traced) -> None:
-    service, messages = service_and_trace.service, service_and_trace.messages
+    service, messages, run = (
+        service_and_trace.service,
+        service_and_trace.messages,
+        service_and_trace.run,
+    )
     caller = _user()
     everything = frozenset(WRITABLE_FIELDS)
     # A deadline shorter than DB_TIMEOUT_SECONDS changes the session's statement_timeout: that
     # change rides in the same round trip.
     soon = time.monotonic() + 1.0
     for round_, deadline in enumerate((None, None, soon, soon, None)):
-        calls: dict[str, Callable[[], object]] = {
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
             "Upsert": lambda d=deadline: service.upsert(caller, "", {"age": 30}, everything, d),
             "Get": lambda d=deadline: service.get(caller, "", d),
             "SoftDelete": lambda d=deadline: service.soft_delete(caller, "", d),
         }
         for name, call in calls.items():
             messages()
-            call()
+            run(call())
             sent = messages()
             assert sent.count("Sync") == 1, (round_, name, sent)
             assert "Query" not in sent, (round_, name, sent)
@@ -105,7 +134,7 @@ def test_get_upsert_and_soft_delete_take_one_round_trip_each(service_and_trace: 
 
 
 def test_a_new_connection_is_set_up_before_its_first_call(
-    test_db: ThrowawayDatabase, admin: Any
+    test_db: ThrowawayDatabase, admin: Any, run: Callable[[Awaitable[Any]], Any]
 ) -> None:
     """The statements are prepared, and the timeout set, when the pool opens a connection."""
     pool = db.create_pool(
@@ -115,24 +144,23 @@ def test_a_new_connection_is_set_up_before_its_first_call(
         statements=repository.STATEMENTS,
         timeout_ms=1234,
     )
-    pool.open(wait=True)
+    run(pool.open(wait=True))
     try:
-        with pool.connection() as conn:
-            names = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements")}
-            timeout = conn.execute("SHOW statement_timeout").fetchone()
+        names = {row[0] for row in run(_one_value(pool, "SELECT name FROM pg_prepared_statements"))}
+        timeout = run(_one_value(pool, "SHOW statement_timeout"))
         assert {s.name for s in repository.STATEMENTS} <= names
-        assert timeout == ("1234ms",)
+        assert timeout == [("1234ms",)]
     finally:
-        pool.close()
+        run(pool.close())
 
 
 def test_the_timeout_sent_with_a_statement_applies_to_it(
     service_and_trace: Traced, test_db: ThrowawayDatabase
 ) -> None:
     """A call blocked by a row lock ends at its deadline's statement_timeout, not later."""
-    service = service_and_trace.service
+    service, run = service_and_trace.service, service_and_trace.run
     caller = _user()
-    service.upsert(caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), None)
+    run(service.upsert(caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), None))
     with psycopg.connect(test_db.admin_url) as locker:  # holds the row until the block ends
         # Should the timeout not apply, the server ends the lock after 3 s and the call below
         # succeeds: the test fails instead of hanging.
@@ -140,14 +168,16 @@ def test_the_timeout_sent_with_a_statement_applies_to_it(
         locker.execute("SELECT 1 FROM profile.profiles FOR UPDATE")
         started = time.monotonic()
         with pytest.raises(Unavailable, match="timed out"):
-            service.upsert(
-                caller, "", {"age": 31}, frozenset(WRITABLE_FIELDS), time.monotonic() + 0.6
+            run(
+                service.upsert(
+                    caller, "", {"age": 31}, frozenset(WRITABLE_FIELDS), time.monotonic() + 0.6
+                )
             )
         waited = time.monotonic() - started
     # It did wait on the lock: the ladder's 5000 ms halved to fit the deadline, 312 ms. (That it
     # ended then, not at the lock's end, is the Unavailable above.)
     assert waited > 0.2, waited
-    assert service.get(caller, "", None)["age"] == 30
+    assert run(service.get(caller, "", None))["age"] == 30
 
 
 def test_each_mode_leaves_on_the_server_connection_only_what_it_promises(
@@ -155,13 +185,14 @@ def test_each_mode_leaves_on_the_server_connection_only_what_it_promises(
 ) -> None:
     """Prepared: our statements and a session timeout. Unprepared (PgBouncer, where the next
     transaction on a server connection may be another client's): nothing at all."""
-    caller = _user()
-    service_and_trace.service.upsert(
-        caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), time.monotonic() + 1
+    caller, run, pool = _user(), service_and_trace.run, service_and_trace.pool
+    run(
+        service_and_trace.service.upsert(
+            caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), time.monotonic() + 1
+        )
     )
-    with service_and_trace.pool.connection() as conn:
-        timeout = conn.execute("SHOW statement_timeout").fetchone()
-        rows = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    timeout = run(_one_value(pool, "SHOW statement_timeout"))[0]
+    rows = run(_one_value(pool, "SELECT name FROM pg_prepared_statements"))
     if service_and_trace.prepared:
         assert timeout == ("625ms",)  # the ladder's step for a one-second deadline
         assert {name for (name,) in rows} == {s.name for s in repository.STATEMENTS}

@@ -4,6 +4,8 @@ The behaviour they buy (a vanished database host breaks the connection in about 
 many minutes) is the kernel's; what we own, and check here, is that every connection asks for it.
 """
 
+import asyncio
+
 from psycopg.conninfo import make_conninfo
 
 from profile_service import db
@@ -11,15 +13,19 @@ from tests.conftest import ThrowawayDatabase
 
 
 def _live_settings(conninfo: str) -> dict[str, str]:
-    pool = db.create_pool(conninfo, size=1, prepare=False, statements=(), timeout_ms=1000)
-    pool.open(wait=True, timeout=10)
-    try:
-        with pool.connection(timeout=10) as conn:
-            return {
-                option.keyword.decode(): (option.val or b"").decode() for option in conn.pgconn.info
-            }
-    finally:
-        pool.close()
+    async def settings() -> dict[str, str]:
+        pool = db.create_pool(conninfo, size=1, prepare=False, statements=(), timeout_ms=1000)
+        await pool.open(wait=True, timeout=10)
+        try:
+            async with pool.connection(timeout=10) as conn:
+                return {
+                    option.keyword.decode(): (option.val or b"").decode()
+                    for option in conn.pgconn.info
+                }
+        finally:
+            await pool.close()
+
+    return asyncio.run(settings())
 
 
 def test_pooled_connections_ask_for_tcp_liveness(test_db: ThrowawayDatabase) -> None:
