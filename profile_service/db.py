@@ -68,6 +68,10 @@ TCP_LIVENESS = {
 # stay short; the health monitor regrows the pool as soon as the database answers again.
 POOL_RECONNECT_SECONDS = 1.0
 
+# What pg_stat_activity shows for the API's connections and the health probe's.
+POOL_APPLICATION_NAME = "profile-service"
+PROBE_APPLICATION_NAME = "profile-service-health"
+
 _SET_TIMEOUT = b"SELECT set_config('statement_timeout', $1, false)"
 _SET_LOCAL_TIMEOUT = b"SELECT set_config('statement_timeout', $1, true)"
 
@@ -113,10 +117,12 @@ class _Session:
 _sessions: "WeakKeyDictionary[psycopg.AsyncConnection, _Session]" = WeakKeyDictionary()
 
 
-def with_tcp_liveness(conninfo: str) -> str:
-    """`conninfo` with the TCP_LIVENESS settings it does not set itself."""
+def with_tcp_liveness(conninfo: str, application_name: str | None = None) -> str:
+    """`conninfo` with the TCP_LIVENESS settings it does not set itself, and
+    `application_name` (what pg_stat_activity shows) unless it names one."""
     given = conninfo_to_dict(conninfo)
-    return make_conninfo(conninfo, **{k: v for k, v in TCP_LIVENESS.items() if k not in given})
+    defaults = {**TCP_LIVENESS, "application_name": application_name or ""}
+    return make_conninfo(conninfo, **{k: v for k, v in defaults.items() if k not in given and v})
 
 
 def create_pool(
@@ -150,7 +156,7 @@ def create_pool(
         _sessions[conn] = _Session(timeout_ms)
 
     return AsyncConnectionPool(
-        with_tcp_liveness(conninfo),
+        with_tcp_liveness(conninfo, POOL_APPLICATION_NAME),
         min_size=size,
         max_size=size,
         open=False,

@@ -56,19 +56,18 @@ def budget(time_remaining: float | None, max_seconds: float) -> Budget:
     `max_seconds` of database time. Raise OutOfTime when nothing useful is left."""
     if time_remaining is None:
         window = max_seconds
-        margin = 0.0
     else:
         reserve = min(time_remaining * RESERVE_FRACTION, RESERVE_MAX)
         window = min(max_seconds, time_remaining - reserve)
         if window < MIN_WINDOW:
             raise OutOfTime("the call's deadline leaves no time for the database")
-        margin = min(window * COMMIT_MARGIN_FRACTION, COMMIT_MARGIN_MAX)
+    margin = min(window * COMMIT_MARGIN_FRACTION, COMMIT_MARGIN_MAX)
     return Budget(
         give_up=time.monotonic() + window,
         commit_by=time.time() + window - margin,
-        timeout_ms=statement_timeout_ms(
-            None if time_remaining is None else window - margin, max_seconds
-        ),
+        # The database drops the work on its own by the time we stop waiting, and the
+        # connection stays usable; commit_by is the exact limit.
+        timeout_ms=statement_timeout_ms(None if time_remaining is None else window, max_seconds),
     )
 
 

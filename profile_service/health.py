@@ -12,6 +12,7 @@ import logging
 import psycopg
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, metrics
@@ -50,7 +51,10 @@ class DatabaseHealthMonitor:
         servicer: HealthServicer,
         interval: float,
     ) -> None:
-        self._conninfo = db.with_tcp_liveness(conninfo)
+        # Always named apart from the API's connections, whatever the URL names them.
+        self._conninfo = make_conninfo(
+            db.with_tcp_liveness(conninfo), application_name=db.PROBE_APPLICATION_NAME
+        )
         self._pool = pool
         self._servicer = servicer
         self._interval = interval

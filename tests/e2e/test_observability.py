@@ -14,7 +14,7 @@ from profile_service import server, tokens
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import bearer, rpc_error, server_env, service, serving, user
+from tests.e2e.conftest import bearer, rpc_error, server_env, service, serving, user, wait_for
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -53,7 +53,8 @@ def test_metrics_count_calls_latency_pool_and_purges(
     assert moved("profile_requests_total", method="Upsert", code="OK") == 1
     assert moved("profile_request_latency_seconds_count", method="Get") == 3
     assert moved("profile_purged_total") == 1
-    assert after[("profile_db_pool_size", ())] >= 1
+    # The pool's gauges are copied at each health probe (every 0.2 s here).
+    assert wait_for(lambda: scrape(running_server.metrics_port)[("profile_db_pool_size", ())] >= 1)
 
 
 def _call_logged(
@@ -71,6 +72,10 @@ def _call_logged(
             trailers = dict(call.trailing_metadata())
         except grpc.RpcError as exc:
             trailers = dict(exc.trailing_metadata())  # type: ignore[attr-defined]
+            # A failed call's status leaves as the handler aborts; its log line follows.
+            wait_for(
+                lambda: any(getattr(r, "request_id", None) == request_id for r in caplog.records)
+            )
     records = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
     assert trailers["x-request-id"] == request_id
     return trailers, records

@@ -106,3 +106,53 @@ def test_auth_uid_reads_sub_the_way_supabase_does(admin: psycopg.Connection) -> 
         admin.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (legacy,))
         assert admin.execute("SELECT auth.uid()::text").fetchone() == (legacy,)
     assert admin.execute("SELECT auth.uid()").fetchone() == (None,)
+
+
+_LATE_WRITES = {
+    "upsert": "SELECT age FROM profile_api.upsert_profile(%s, '{\"age\": 41}', '{age}', %s)",
+    "soft_delete": "SELECT age FROM profile_api.soft_delete_profile(%s, %s)",
+}
+
+
+@pytest.mark.parametrize("write", sorted(_LATE_WRITES))
+def test_a_write_past_its_commit_by_is_refused_at_commit(
+    service_conn: psycopg.Connection, admin: psycopg.Connection, write: str
+) -> None:
+    """Migration 0005: the database itself refuses to commit a write after the time the
+    service stopped waiting for it, whatever delayed the statement."""
+    passed = admin.execute("SELECT extract(epoch FROM clock_timestamp()) - 1").fetchone()
+    assert passed is not None
+    with pytest.raises(psycopg.errors.QueryCanceled, match="deadline passed before the commit"):
+        service_conn.execute(_LATE_WRITES[write], (CLAIMS, float(passed[0])))
+    row = admin.execute(
+        "SELECT age, deleted_at FROM profile.profiles WHERE owner_id = %s", (OWNER,)
+    ).fetchone()
+    assert row == (30, None)  # nothing written
+    # The same write in time commits.
+    service_conn.execute(_LATE_WRITES[write], (CLAIMS, float(passed[0]) + 60))
+    row = admin.execute(
+        "SELECT age, deleted_at IS NOT NULL FROM profile.profiles WHERE owner_id = %s", (OWNER,)
+    ).fetchone()
+    assert row == ((41, False) if write == "upsert" else (30, True))
+
+
+def test_a_purge_past_its_commit_by_deletes_nothing(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    admin.execute(
+        "UPDATE profile.profiles SET deleted_at = now() - interval '40 days' WHERE owner_id = %s",
+        (OWNER,),
+    )
+    service_claims = json.dumps({"role": "service_role"})
+    purge = "SELECT profile_api.purge_profiles(%s, 30, 10, false, extract(epoch FROM now()) + %s)"
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        service_conn.execute(purge, (service_claims, -1))
+    assert admin.execute("SELECT count(*) FROM profile.profiles").fetchone() == (1,)
+    assert service_conn.execute(purge, (service_claims, 60)).fetchone() == (1,)
+
+
+def test_writes_without_a_commit_by_are_not_checked(admin: psycopg.Connection) -> None:
+    """An administrator's write, or the previous release's during a rolling update."""
+    admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (OWNER,))
+    admin.execute("UPDATE profile.profiles SET age = 31 WHERE owner_id = %s", (OWNER,))
+    assert admin.execute("SELECT age FROM profile.profiles").fetchone() == (31,)
