@@ -36,7 +36,6 @@ class Settings:
     db_pool_size: int
     db_prepare: bool
     db_timeout_seconds: float
-    grpc_threads: int
     shutdown_grace_seconds: float
     access_log_all: bool
     health_check_interval_seconds: float
@@ -96,9 +95,6 @@ class Settings:
             db_pool_size=reader.integer("DB_POOL_SIZE", 16, 1, 1000),
             db_prepare=reader.boolean("DB_PREPARE", True),
             db_timeout_seconds=reader.number("DB_TIMEOUT_SECONDS", 5.0, 0.1, 600),
-            # Measured with make bench on a 2-core VM: 16 threads with 16 connections beat 8 and
-            # 32 (and 16 threads on 8 connections); one pooled connection per thread.
-            grpc_threads=reader.integer("GRPC_THREADS", 16, 1, 1000),
             shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             access_log_all=reader.choice("ACCESS_LOG", "errors", ("errors", "all")) == "all",
             log_level=reader.choice(

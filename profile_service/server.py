@@ -1,9 +1,9 @@
 """Assembly: pool, interceptors, API, health and reflection on a grpc.aio server; SIGTERM
 drains, then exits 0.
 
-The server is asyncio's (docs/decisions/0002-asyncio-server.md): a call waiting for its
-request, or for the database, holds a coroutine, not a thread, so neither stalled clients nor
-a frozen database can starve the other callers or the health checks. The event loop runs in a
+The server is asyncio's: a call waiting for its request, or for the database, holds a
+coroutine, not a thread, so neither stalled clients nor a frozen database can starve the other
+callers or the health checks (docs/decisions/0001-asyncio-server-and-call-budgets.md). The event loop runs in a
 thread of its own; the main thread only waits for a stop signal.
 """
 

@@ -3,7 +3,7 @@
 They are not passed to `grpc.aio.server(interceptors=...)`: those run for every call, health
 and reflection included, and cost a coroutine more per call. Wrapping each method's handler at
 registration gives the same call path (outermost interceptor first, then the handler), only
-for the API's methods, with grpc's registered-method fast path (docs/decisions/0001).
+for the API's methods, with grpc's registered-method fast path.
 """
 
 from collections.abc import Awaitable, Callable, Sequence

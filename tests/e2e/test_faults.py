@@ -213,9 +213,7 @@ def test_an_exhausted_pool_is_unavailable_before_the_callers_deadline(
     test_db: ThrowawayDatabase,
 ) -> None:
     # A long statement timeout: the held write must outlast the other caller's deadline.
-    env = server_env(
-        test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="4", DB_TIMEOUT_SECONDS="10"
-    )
+    env = server_env(test_db.service_url, DB_POOL_SIZE="1", DB_TIMEOUT_SECONDS="10")
     with serving(env) as (_, channel):
         stub = pb_grpc.ProfileServiceStub(channel)
         sub = _a_user_aged_30(stub)

@@ -50,7 +50,7 @@ def test_many_users_calling_concurrently_each_see_only_their_own(stub) -> None:
 def single_connection_stub(
     test_db: ThrowawayDatabase,
 ) -> Iterator[pb_grpc.ProfileServiceStub]:
-    env = server_env(test_db.service_url, DB_POOL_SIZE="1", GRPC_THREADS="8")
+    env = server_env(test_db.service_url, DB_POOL_SIZE="1")
     with serving(env) as (_, channel):
         yield pb_grpc.ProfileServiceStub(channel)
 
