@@ -3,8 +3,8 @@ drains, then exits 0.
 
 The server is asyncio's: a call waiting for its request, or for the database, holds a
 coroutine, not a thread, so neither stalled clients nor a frozen database can starve the other
-callers or the health checks (docs/decisions/0001-asyncio-server-and-call-budgets.md). The event loop runs in a
-thread of its own; the main thread only waits for a stop signal.
+callers or the health checks (docs/decisions/0001-asyncio-server-and-call-budgets.md). The
+event loop runs in a thread of its own; the main thread only waits for a stop signal.
 """
 
 import asyncio
