@@ -322,14 +322,18 @@ def _check(conn: psycopg.AsyncConnection, result: pq.abc.PGresult) -> None:
     raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
 
-async def ping(conn: psycopg.AsyncConnection, seconds: float) -> None:
-    """`SELECT 1` on `conn`, waiting at most `seconds`; raise NoAnswer (the connection is then
-    closed) or the psycopg error met."""
+# A standby (a failover in progress) or a database set read-only takes reads, refuses writes.
+_READ_ONLY = b"SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool"
+
+
+async def is_read_only(conn: psycopg.AsyncConnection, seconds: float) -> bool:
+    """Whether the database behind `conn` refuses writes, waiting at most `seconds`; raise
+    NoAnswer (the connection is then closed) or the psycopg error met."""
     budget = _wait_only(seconds)
     pgconn = conn.pgconn
-    pgconn.send_query(b"SELECT 1")
+    pgconn.send_query(_READ_ONLY)
     try:
-        await _finish(conn, budget)
+        return (await _finish(conn, budget)).get_value(0, 0) == b"t"
     except BaseException:
         pgconn.finish()
         raise

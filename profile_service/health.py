@@ -22,6 +22,9 @@ SERVICE_NAME = "profile.v1.ProfileService"
 # SERVING while the process serves, whatever the database does: for liveness probes, so that a
 # database outage makes pods unready instead of restarting them.
 LIVENESS_SERVICE = "liveness"
+# NOT_SERVING also while the database is read-only (a standby after a failover): reads still
+# work, so readiness stays up, but operators and callers can see that writes are refused.
+WRITES_SERVICE = "writes"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -30,6 +33,8 @@ class Database(enum.Enum):
     """What the last probe found."""
 
     ANSWERS = "reachable"
+    # Answers, but refuses writes (a standby, default_transaction_read_only).
+    READ_ONLY = "reachable, read-only"
     # Connections refused or broken: known to be down, so calls fail at once.
     UNREACHABLE = "unreachable"
     # Connected, or connecting, but no answer in time: maybe only slow, so calls still try.
@@ -68,6 +73,11 @@ class DatabaseHealthMonitor:
         self._refill: asyncio.Task[None] | None = None
 
     @property
+    def answers(self) -> bool:
+        """True while the last probe got an answer (the database may be read-only)."""
+        return self._state in (Database.ANSWERS, Database.READ_ONLY)
+
+    @property
     def unreachable(self) -> bool:
         """True while the last probe found the database refusing or breaking connections."""
         return self._state is Database.UNREACHABLE
@@ -96,10 +106,11 @@ class DatabaseHealthMonitor:
         previous, state = self._state, await self._probe()
         if state is not previous:
             await self._publish(state)
-        back = previous is not None and previous is not Database.ANSWERS
-        if state is Database.ANSWERS and (back or self._pool_short()):
+        # Back from an outage: connections broken meanwhile are still in the pool.
+        back = previous in (Database.UNREACHABLE, Database.SILENT)
+        if self.answers and (back or self._pool_short()):
             self._refill_pool()
-        return state is Database.ANSWERS
+        return self.answers
 
     async def _probe(self) -> Database:
         try:
@@ -108,8 +119,8 @@ class DatabaseHealthMonitor:
                     self._conn = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True
                     )
-            await db.ping(self._conn, self._timeout)
-            return Database.ANSWERS
+            read_only = await db.is_read_only(self._conn, self._timeout)
+            return Database.READ_ONLY if read_only else Database.ANSWERS
         except (TimeoutError, db.NoAnswer):
             await self._forget_connection()
             return Database.SILENT
@@ -124,14 +135,18 @@ class DatabaseHealthMonitor:
 
     async def _publish(self, state: Database) -> None:
         self._state = state
-        status = _SERVING if state is Database.ANSWERS else _NOT_SERVING
+        status = _SERVING if self.answers else _NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self._servicer.set(name, status)
+        writes = _SERVING if state is Database.ANSWERS else _NOT_SERVING
+        await self._servicer.set(WRITES_SERVICE, writes)
+        metrics.DB_READ_ONLY.set(1 if state is Database.READ_ONLY else 0)
         log = _LOGGER.info if state is Database.ANSWERS else _LOGGER.warning
         log(
-            "database %s; health %s",
+            "database %s; health %s, writes %s",
             state.value,
             health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+            health_pb2.HealthCheckResponse.ServingStatus.Name(writes),
         )
 
     def _pool_short(self) -> bool:

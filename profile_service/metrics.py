@@ -35,6 +35,11 @@ POOL_WAITING = Gauge(
     "Calls waiting for a database connection.",
     multiprocess_mode="livesum",
 )
+DB_READ_ONLY = Gauge(
+    "profile_db_read_only",
+    "1 while the database refuses writes (a standby, or set read-only); writes are UNAVAILABLE.",
+    multiprocess_mode="livemax",
+)
 PURGED = Counter("profile_purged", "Profiles permanently deleted by Purge.")
 
 

@@ -164,9 +164,18 @@ class ProfileService:
             raise Unavailable("the database did not answer in time") from exc
         except psycopg.errors.QueryCanceled as exc:
             raise Unavailable("database timed out") from exc
-        except psycopg.OperationalError as exc:
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
             self._on_database_error()
-            raise Unavailable("database unavailable") from exc
+            raise Unavailable("the database is read-only for now (a failover?)") from exc
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # no answer: the connection broke, or none could be made
+                self._on_database_error()
+                raise Unavailable("database unavailable") from exc
+            # The database answered, and refused for now (class 53: disk full, out of memory,
+            # too many connections; 40: serialization or deadlock; 57: shutting down).
+            if exc.sqlstate.startswith("53"):
+                raise Unavailable(f"the database is out of resources ({exc.sqlstate})") from exc
+            raise Unavailable(f"the database refused the call ({exc.sqlstate})") from exc
         except psycopg.errors.InsufficientPrivilege as exc:
             raise PermissionDenied("not allowed by row-level security") from exc
 

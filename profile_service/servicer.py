@@ -6,10 +6,12 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
+import psycopg
 from google.protobuf import any_pb2, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from profile_service import access_log
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
@@ -151,13 +153,23 @@ async def _call(context: Context, use_case: Callable[[float | None], Awaitable[R
     except NotFound as exc:
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except PermissionDenied as exc:
+        _note_sqlstate(exc)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     except Unavailable as exc:
+        _note_sqlstate(exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     except OutOfTime as exc:
         # Retrying with the same deadline cannot help: not UNAVAILABLE.
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     # Anything else is a bug, answered INTERNAL by internal_errors.py.
+
+
+def _note_sqlstate(exc: Exception) -> None:
+    """Put the SQLSTATE of the database error behind `exc`, if any, on the call's log line:
+    operators see why (disk full, read-only) and never the error's text, which may hold data."""
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.Error) and cause.sqlstate:
+        access_log.annotate("sqlstate", cause.sqlstate)
 
 
 async def _abort_invalid(context: Context, violations: list[FieldViolation]) -> NoReturn:

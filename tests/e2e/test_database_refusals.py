@@ -1,0 +1,84 @@
+"""A database that answers but refuses (read-only after a failover, disk full) is UNAVAILABLE
+with the reason, and the failed call's log line carries the SQLSTATE, never the error's text."""
+
+import logging
+import uuid
+
+import grpc
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.conftest import rpc_error, server_env, serving, user, wait_for
+from tests.e2e.test_faults import NOT_SERVING, SERVING, _health
+
+
+def _logged_sqlstate(caplog: pytest.LogCaptureFixture, method: str) -> str | None:
+    for record in caplog.records:
+        if getattr(record, "method", "").endswith(method) and hasattr(record, "sqlstate"):
+            return str(record.sqlstate)
+    return None
+
+
+def test_a_read_only_database_refuses_writes_as_unavailable_and_says_so_in_health(
+    test_db: ThrowawayDatabase, admin: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="profile_service.access")
+    sub = uuid.uuid4()
+    admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (sub,))
+    # What a standby, or a database set read-only, looks like to every session.
+    url = make_conninfo(test_db.service_url, options="-c default_transaction_read_only=on")
+    with serving(server_env(url)) as (_, channel):
+        stub = pb_grpc.ProfileServiceStub(channel)
+        error = rpc_error(
+            lambda: stub.Upsert(
+                pb.UpsertRequest(profile=pb.Profile(age=31)), metadata=user(sub), timeout=5
+            )
+        )
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "read-only" in (error.details() or "")
+        assert wait_for(lambda: _logged_sqlstate(caplog, "/Upsert") == "25006")
+        # Reads go on, so the pod stays ready; the `writes` status tells operators.
+        assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 30
+        assert _health(channel) == SERVING
+        assert wait_for(lambda: _health(channel, "writes") == NOT_SERVING)
+    assert admin.execute("SELECT age FROM profile.profiles").fetchone() == (30,)
+
+
+def test_writes_status_is_serving_on_a_writable_database(channel: grpc.Channel) -> None:
+    assert wait_for(lambda: _health(channel, "writes") == SERVING)
+
+
+def test_a_full_disk_is_unavailable_naming_the_cause_not_the_connection(
+    stub: pb_grpc.ProfileServiceStub,
+    test_db: ThrowawayDatabase,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="profile_service.access")
+    function = "profile.restart_own_deleted_profile()"
+    with psycopg.connect(test_db.admin_url, autocommit=True) as conn:
+        # Stand in for PostgreSQL failing to extend a file: the same SQLSTATE, 53100.
+        conn.execute(f"ALTER FUNCTION {function} RENAME TO restart_saved")
+        conn.execute(
+            f"""CREATE FUNCTION {function} RETURNS void LANGUAGE plpgsql AS $$
+                BEGIN
+                  RAISE EXCEPTION 'could not extend file: No space left on device'
+                    USING ERRCODE = 'disk_full';
+                END $$"""
+        )
+        try:
+            request = pb.UpsertRequest(profile=pb.Profile(age=30, limitations="private"))
+            error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+        finally:
+            conn.execute(f"DROP FUNCTION {function}")
+            conn.execute(
+                "ALTER FUNCTION profile.restart_saved() RENAME TO restart_own_deleted_profile"
+            )
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "the database is out of resources (53100)"
+    assert wait_for(lambda: _logged_sqlstate(caplog, "/Upsert") == "53100")
+    logged = "\n".join(str(r.__dict__) for r in caplog.records)
+    assert "No space left" not in logged and "private" not in logged
