@@ -20,7 +20,7 @@ def _migrate(_: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from profile_service import logs, server
+    from profile_service import logs, server, startup_check
 
     settings = Settings.from_env()
     if args.workers is not None:
@@ -28,10 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     try:
         return server.serve(settings)
-    except server.UnsafeDatabaseRole as exc:
+    except startup_check.UnsafeDatabaseRole as exc:
         print(f"profile-service: {exc}", file=sys.stderr)
         return 2
-    except server.DatabaseUnreachable as exc:
+    except startup_check.DatabaseUnreachable as exc:
         # Not a configuration error: the orchestrator's restart may well succeed.
         print(f"profile-service: {exc}", file=sys.stderr)
         return 1

@@ -329,14 +329,25 @@ _READ_ONLY = b"SELECT pg_is_in_recovery() OR current_setting('transaction_read_o
 async def is_read_only(conn: psycopg.AsyncConnection, seconds: float) -> bool:
     """Whether the database behind `conn` refuses writes, waiting at most `seconds`; raise
     NoAnswer (the connection is then closed) or the psycopg error met."""
+    return (await query_row(conn, _READ_ONLY, seconds))[0] == b"t"
+
+
+async def query_row(
+    conn: psycopg.AsyncConnection, sql: bytes, seconds: float
+) -> tuple[bytes | None, ...]:
+    """The first row of `sql` (no parameters) as text values, waiting at most `seconds`; raise
+    NoAnswer (the connection is then closed) or the psycopg error met."""
     budget = _wait_only(seconds)
     pgconn = conn.pgconn
-    pgconn.send_query(_READ_ONLY)
+    pgconn.send_query(sql)
     try:
-        return (await _finish(conn, budget)).get_value(0, 0) == b"t"
+        result = await _finish(conn, budget)
     except BaseException:
         pgconn.finish()
         raise
+    if not result.ntuples:
+        raise psycopg.DataError("the query returned no row")
+    return tuple(result.get_value(0, i) for i in range(result.nfields))
 
 
 def _wait_only(seconds: float) -> Budget:

@@ -9,11 +9,9 @@ event loop runs in a thread of its own; the main thread only waits for a stop si
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import threading
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,12 +19,11 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 import grpc.aio
-import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service import db, deadlines, metrics, reflection, repository
+from profile_service import db, deadlines, metrics, reflection, repository, startup_check
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
@@ -41,14 +38,6 @@ from profile_service.unary_interceptor import intercepted
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class UnsafeDatabaseRole(Exception):
-    """The login role could bypass row-level security, or the schema is missing."""
-
-
-class DatabaseUnreachable(Exception):
-    """No connection to the database could be made at start-up."""
 
 
 @dataclass
@@ -96,76 +85,11 @@ class RunningServer:
                 self.metrics_server.server_close()
 
 
-def check_database(conninfo: str, timeout: float) -> None:
-    """Refuse a database that was not migrated, or a login role under which row-level
-    security would not hold. Retries the connection for up to `timeout` seconds.
-
-    A plain connection, not the pool's: the pool prepares the API's statements on every
-    connection, which fails forever on a database that was not migrated.
-    """
-    row = _login_role_facts(conninfo, timeout)
-    superuser, bypass_rls, is_authenticated, is_service, owns, can_read = row
-    if owns is None:
-        raise UnsafeDatabaseRole("table profile.profiles is missing: run `profile-service migrate`")
-    problems = [
-        text
-        for bad, text in (
-            (superuser, "is a superuser"),
-            (bypass_rls, "has BYPASSRLS"),
-            (owns, "owns profile.profiles"),
-            (can_read, "can read profile.profiles without SET ROLE (make it NOINHERIT)"),
-            (not is_authenticated, "is not a member of authenticated"),
-            (not is_service, "is not a member of service_role"),
-        )
-        if bad
-    ]
-    if problems:
-        raise UnsafeDatabaseRole(
-            "refusing to serve: the database login role "
-            + ", ".join(problems)
-            + "; row-level security would not hold"
-        )
-
-
 def _check_database_at_start_up(settings: Settings) -> None:
     # At least 10 s: a database restarting beside us gets time to come up.
-    check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
-
-
-def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(
-                db.with_tcp_liveness(conninfo),
-                autocommit=True,
-                connect_timeout=max(2, math.ceil(deadline - time.monotonic())),
-            ) as conn:
-                # By OID via pg_class: the login role has no USAGE on schema profile, by design.
-                row = conn.execute(
-                    # to_regrole: on a cluster never migrated the API roles do not exist, and
-                    # naming them would fail before the missing table could be reported.
-                    """SELECT r.rolsuper, r.rolbypassrls,
-                              pg_has_role(to_regrole('authenticated'), 'MEMBER'),
-                              pg_has_role(to_regrole('service_role'), 'MEMBER'),
-                              pg_get_userbyid(c.relowner) = current_user,
-                              has_table_privilege(c.oid, 'SELECT')
-                         FROM pg_roles r
-                         LEFT JOIN pg_class c
-                           ON c.relname = 'profiles'
-                          AND c.relnamespace =
-                              (SELECT oid FROM pg_namespace WHERE nspname = 'profile')
-                        WHERE r.rolname = current_user"""
-                ).fetchone()
-            assert row is not None
-            return tuple(row)
-        except psycopg.OperationalError as exc:
-            if time.monotonic() >= deadline:
-                # psycopg's message names host and port, never the password.
-                raise DatabaseUnreachable(
-                    f"cannot reach the database within {timeout:.0f}s: {exc}"
-                ) from exc
-            time.sleep(0.5)
+    startup_check.check_database(
+        settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0)
+    )
 
 
 def start(

@@ -4,6 +4,20 @@ import contextlib
 import socket
 import threading
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def upstream_of(url: str) -> tuple[str, int] | str:
+    """The TCP address, or Unix socket path, that a libpq URL connects to."""
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def through(proxy: "TcpProxy", url: str) -> str:
+    """`url`, connecting through `proxy` instead."""
+    return make_conninfo(url, host="127.0.0.1", port=str(proxy.port))
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to an upstream TCP address or Unix socket path."""
@@ -17,6 +31,9 @@ class TcpProxy:
         # that hangs without closing anything (the kernel still acknowledges every packet).
         self._flowing = threading.Event()
         self._flowing.set()
+        # Set: a client's simple-protocol query ('Q' message) is held for good, everything else
+        # flows: a database that completes the handshake and then never answers.
+        self._holding_queries = False
         self.port = 0
 
     def start(self) -> None:
@@ -53,6 +70,10 @@ class TcpProxy:
         """Hold every byte in both directions, keeping all connections open."""
         self._flowing.clear()
 
+    def hold_queries(self) -> None:
+        """From now on, hold every simple-protocol query a client sends (never delivered)."""
+        self._holding_queries = True
+
     def thaw(self) -> None:
         """Let the held bytes, and all later ones, through."""
         self._flowing.set()
@@ -84,13 +105,15 @@ class TcpProxy:
                 client.close()
                 upstream.close()
                 return
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, from_client in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, from_client), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
                 self._flowing.wait()
+                if from_client and self._holding_queries and data[:1] == b"Q":
+                    continue
                 sink.sendall(data)
         except OSError:
             pass

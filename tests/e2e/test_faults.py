@@ -15,23 +15,16 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
-from tests.e2e.tcp_proxy import TcpProxy
+from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
 from tests.e2e.test_observability import scrape
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def _upstream(url: str) -> tuple[str, int] | str:
-    params = conninfo_to_dict(url)
-    host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
-    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
 
 
 def _health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -> int:
@@ -44,9 +37,9 @@ def _health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -
 
 @pytest.fixture
 def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, grpc.Channel]]:
-    proxy = TcpProxy(_upstream(test_db.service_url))
+    proxy = TcpProxy(upstream_of(test_db.service_url))
     proxy.start()
-    url = make_conninfo(test_db.service_url, host="127.0.0.1", port=str(proxy.port))
+    url = through(proxy, test_db.service_url)
     try:
         with serving(server_env(url)) as (_, channel):
             yield proxy, channel

@@ -13,14 +13,13 @@ from concurrent import futures
 import grpc
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
-from tests.e2e.tcp_proxy import TcpProxy
-from tests.e2e.test_faults import NOT_SERVING, SERVING, _health, _upstream
+from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
+from tests.e2e.test_faults import NOT_SERVING, SERVING, _health
 from tests.e2e.test_observability import scrape
 
 HEALTH_NAMES = ("", "profile.v1.ProfileService", "liveness")
@@ -81,9 +80,9 @@ def proxied_server(
     test_db: ThrowawayDatabase,
 ) -> Iterator[tuple[TcpProxy, grpc.Channel, object]]:
     """A server whose database connections (pool and health probe) go through a proxy."""
-    proxy = TcpProxy(_upstream(test_db.service_url))
+    proxy = TcpProxy(upstream_of(test_db.service_url))
     proxy.start()
-    url = make_conninfo(test_db.service_url, host="127.0.0.1", port=str(proxy.port))
+    url = through(proxy, test_db.service_url)
     try:
         with serving(server_env(url, DB_POOL_SIZE="4")) as (running, channel):
             yield proxy, channel, running

@@ -4,6 +4,7 @@ Each case is a real login role on the server, logging in to a migrated throwaway
 """
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -12,7 +13,9 @@ from psycopg import sql
 
 from profile_service import migrate
 from profile_service.dev import database as devdb
-from profile_service.server import UnsafeDatabaseRole, check_database
+from profile_service.startup_check import DatabaseUnreachable, UnsafeDatabaseRole, check_database
+from tests.conftest import ThrowawayDatabase
+from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
 
 PASSWORD = "startup-check-test"
 
@@ -84,3 +87,26 @@ def test_the_recommended_role_is_accepted(migrated_url: str, login_role: str) ->
             ).format(sql.Identifier(login_role), sql.Literal(PASSWORD))
         )
     check_database(devdb.with_user(migrated_url, login_role, PASSWORD), timeout=5)
+
+
+@pytest.mark.parametrize("freeze_after", ["connecting", "connected"])
+def test_a_database_that_stops_answering_is_unreachable_not_a_hang(
+    test_db: ThrowawayDatabase, freeze_after: str
+) -> None:
+    """Accepting the connection and then saying nothing (frozen) ends the start-up within its
+    timeout, like any other wait."""
+    proxy = TcpProxy(upstream_of(test_db.service_url))
+    proxy.start()
+    url = through(proxy, test_db.service_url)
+    if freeze_after == "connecting":
+        proxy.freeze()
+    else:
+        proxy.hold_queries()  # the handshake completes; the check's query is never answered
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseUnreachable, match="did not answer"):
+            check_database(url, timeout=2)
+    finally:
+        proxy.thaw()
+        proxy.cut()
+    assert time.monotonic() - started < 5

@@ -1,0 +1,91 @@
+"""Before serving: refuse a database that was not migrated, or a login role under which
+row-level security would not hold; exit codes follow (cli.py: 2 refused, 1 unreachable).
+
+Every wait is bounded, a database that accepts the connection and then says nothing
+included: the check runs on libpq's asynchronous API with a deadline, as calls do (db.py).
+"""
+
+import asyncio
+
+import psycopg
+
+from profile_service import db
+
+
+class UnsafeDatabaseRole(Exception):
+    """The login role could bypass row-level security, or the schema is missing."""
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to the database could be made, or it did not answer, in time."""
+
+
+# By OID via pg_class: the login role has no USAGE on schema profile, by design. to_regrole: on
+# a cluster never migrated the API roles do not exist, and naming them would fail before the
+# missing table could be reported.
+_FACTS = b"""SELECT r.rolsuper, r.rolbypassrls,
+                    pg_has_role(to_regrole('authenticated'), 'MEMBER'),
+                    pg_has_role(to_regrole('service_role'), 'MEMBER'),
+                    pg_get_userbyid(c.relowner) = current_user,
+                    has_table_privilege(c.oid, 'SELECT')
+               FROM pg_roles r
+               LEFT JOIN pg_class c
+                 ON c.relname = 'profiles'
+                AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = 'profile')
+              WHERE r.rolname = current_user"""
+
+
+def check_database(conninfo: str, timeout: float) -> None:
+    """Refuse a database that was not migrated, or a login role under which row-level
+    security would not hold. Retries the connection for up to `timeout` seconds.
+
+    A plain connection, not the pool's: the pool prepares the API's statements on every
+    connection, which fails forever on a database that was not migrated.
+    """
+    row = asyncio.run(_login_role_facts(conninfo, timeout))
+    superuser, bypass_rls, is_authenticated, is_service, owns, can_read = row
+    if owns is None:
+        raise UnsafeDatabaseRole("table profile.profiles is missing: run `profile-service migrate`")
+    problems = [
+        text
+        for bad, text in (
+            (superuser, "is a superuser"),
+            (bypass_rls, "has BYPASSRLS"),
+            (owns, "owns profile.profiles"),
+            (can_read, "can read profile.profiles without SET ROLE (make it NOINHERIT)"),
+            (not is_authenticated, "is not a member of authenticated"),
+            (not is_service, "is not a member of service_role"),
+        )
+        if bad
+    ]
+    if problems:
+        raise UnsafeDatabaseRole(
+            "refusing to serve: the database login role "
+            + ", ".join(problems)
+            + "; row-level security would not hold"
+        )
+
+
+async def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                conn = await psycopg.AsyncConnection.connect(
+                    db.with_tcp_liveness(conninfo), autocommit=True
+                )
+            try:
+                row = await db.query_row(conn, _FACTS, deadline - loop.time())
+            finally:
+                conn.pgconn.finish()
+            return tuple(None if v is None else v == b"t" for v in row)
+        except (TimeoutError, db.NoAnswer) as exc:
+            raise DatabaseUnreachable(f"the database did not answer within {timeout:.0f}s") from exc
+        except psycopg.OperationalError as exc:
+            if loop.time() >= deadline - 0.5:
+                # psycopg's message names host and port, never the password.
+                raise DatabaseUnreachable(
+                    f"cannot reach the database within {timeout:.0f}s: {exc}"
+                ) from exc
+            await asyncio.sleep(0.5)
