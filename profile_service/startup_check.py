@@ -27,7 +27,21 @@ _FACTS = b"""SELECT r.rolsuper, r.rolbypassrls,
                     pg_has_role(to_regrole('authenticated'), 'MEMBER'),
                     pg_has_role(to_regrole('service_role'), 'MEMBER'),
                     pg_get_userbyid(c.relowner) = current_user,
-                    has_table_privilege(c.oid, 'SELECT')
+                    has_table_privilege(c.oid, 'SELECT'),
+                    -- settings that would steer auth.uid(): defaults of the login role or the
+                    -- database (pg_settings does not list such placeholders), or the session's
+                    (SELECT string_agg(DISTINCT name, ', ') FROM (
+                       SELECT split_part(c, '=', 1) AS name
+                         FROM pg_db_role_setting s, unnest(s.setconfig) AS c
+                        WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                                     WHERE datname = current_database()))
+                          AND s.setrole IN (0, r.oid)
+                          AND c LIKE 'request.jwt.%'
+                       UNION
+                       SELECT n FROM unnest(ARRAY['request.jwt.claim.sub',
+                                                  'request.jwt.claim.role',
+                                                  'request.jwt.claims']) AS n
+                        WHERE coalesce(current_setting(n, true), '') <> '') AS found)
                FROM pg_roles r
                LEFT JOIN pg_class c
                  ON c.relname = 'profiles'
@@ -43,7 +57,10 @@ def check_database(conninfo: str, timeout: float) -> None:
     connection, which fails forever on a database that was not migrated.
     """
     row = asyncio.run(_login_role_facts(conninfo, timeout))
-    superuser, bypass_rls, is_authenticated, is_service, owns, can_read = row
+    superuser, bypass_rls, is_authenticated, is_service, owns, can_read = (
+        None if v is None else v == b"t" for v in row[:6]
+    )
+    claim_defaults = None if row[6] is None else row[6].decode()
     if owns is None:
         raise UnsafeDatabaseRole("table profile.profiles is missing: run `profile-service migrate`")
     problems = [
@@ -55,6 +72,11 @@ def check_database(conninfo: str, timeout: float) -> None:
             (can_read, "can read profile.profiles without SET ROLE (make it NOINHERIT)"),
             (not is_authenticated, "is not a member of authenticated"),
             (not is_service, "is not a member of service_role"),
+            (
+                claim_defaults,
+                f"gets {claim_defaults} set by default (ALTER ROLE/DATABASE … SET), which would "
+                "steer auth.uid(): RESET it",
+            ),
         )
         if bad
     ]
@@ -66,7 +88,7 @@ def check_database(conninfo: str, timeout: float) -> None:
         )
 
 
-async def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None, ...]:
+async def _login_role_facts(conninfo: str, timeout: float) -> tuple[bytes | None, ...]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -79,7 +101,7 @@ async def _login_role_facts(conninfo: str, timeout: float) -> tuple[bool | None,
                 row = await db.query_row(conn, _FACTS, deadline - loop.time())
             finally:
                 conn.pgconn.finish()
-            return tuple(None if v is None else v == b"t" for v in row)
+            return row
         except (TimeoutError, db.NoAnswer) as exc:
             raise DatabaseUnreachable(f"the database did not answer within {timeout:.0f}s") from exc
         except psycopg.OperationalError as exc:

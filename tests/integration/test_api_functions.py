@@ -156,3 +156,22 @@ def test_writes_without_a_commit_by_are_not_checked(admin: psycopg.Connection) -
     admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (OWNER,))
     admin.execute("UPDATE profile.profiles SET age = 31 WHERE owner_id = %s", (OWNER,))
     assert admin.execute("SELECT age FROM profile.profiles").fetchone() == (31,)
+
+
+def test_a_claim_setting_left_on_the_session_cannot_steer_auth_uid(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    """A default or a leftover `request.jwt.claim.sub` (Supabase's auth.uid() reads it before
+    the claims) is overridden by the verified claims on every request."""
+    other = str(uuid.uuid4())
+    other_claims = json.dumps({"sub": other, "role": "authenticated"})
+    # OWNER's profile exists (age 30); as if a pooler's previous client left this behind:
+    service_conn.execute("SELECT set_config('request.jwt.claim.sub', %s, false)", (OWNER,))
+    rows = service_conn.execute(
+        "SELECT owner_id::text, age FROM profile_api.upsert_profile(%s, '{\"age\": 55}', "
+        "'{age}', extract(epoch FROM now()) + 60)",
+        (other_claims,),
+    ).fetchall()
+    assert rows == [(other, 55)]  # the other user's own new profile, not OWNER's
+    ages = dict(admin.execute("SELECT owner_id::text, age FROM profile.profiles").fetchall())
+    assert ages == {OWNER: 30, other: 55}

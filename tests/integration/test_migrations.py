@@ -52,7 +52,7 @@ def _schemas(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     first = _snapshot(empty_db_url)
-    assert first["version"] == [("0005",)]
+    assert first["version"] == [("0006",)]
 
     migrate.downgrade(empty_db_url, "0003")
     definitions = {str(name): str(sql) for name, sql in _snapshot(empty_db_url)["indexes"]}

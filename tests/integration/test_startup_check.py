@@ -110,3 +110,20 @@ def test_a_database_that_stops_answering_is_unreachable_not_a_hang(
         proxy.thaw()
         proxy.cut()
     assert time.monotonic() - started < 5
+
+
+def test_a_default_for_a_jwt_claim_setting_is_refused(migrated_url: str, login_role: str) -> None:
+    """`ALTER ROLE … SET request.jwt.claim.sub` would steer auth.uid() to one user's row."""
+    with psycopg.connect(migrated_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOINHERIT PASSWORD {} IN ROLE authenticated, service_role"
+            ).format(sql.Identifier(login_role), sql.Literal(PASSWORD))
+        )
+        admin.execute(
+            sql.SQL("ALTER ROLE {} SET request.jwt.claim.sub = {}").format(
+                sql.Identifier(login_role), sql.Literal("6f1f3f0e-0000-4000-8000-000000000001")
+            )
+        )
+    with pytest.raises(UnsafeDatabaseRole, match=r"request\.jwt\.claim\.sub.*RESET"):
+        check_database(devdb.with_user(migrated_url, login_role, PASSWORD), timeout=5)
