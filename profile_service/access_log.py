@@ -51,9 +51,18 @@ class AccessLogInterceptor(UnaryInterceptor):
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's x-request-id if gRPC can send it back (1 to 128 printable ASCII
+    characters), else a fresh one: an id that gRPC refuses in the trailers would turn an
+    answered call into an error."""
     for key, value in context.invocation_metadata() or ():
-        if key == _REQUEST_ID_KEY and isinstance(value, str) and value:
-            return value[:_MAX_REQUEST_ID]
+        if (
+            key == _REQUEST_ID_KEY
+            and isinstance(value, str)
+            and 0 < len(value) <= _MAX_REQUEST_ID
+            and value.isascii()
+            and value.isprintable()
+        ):
+            return value
     return os.urandom(16).hex()  # as unique as a UUID4, at a third of the cost
 
 

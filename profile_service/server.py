@@ -23,18 +23,26 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service import db, deadlines, metrics, reflection, repository, startup_check
+from profile_service import (
+    db,
+    deadlines,
+    logs,
+    metrics,
+    reflection,
+    repository,
+    startup_check,
+)
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
 from profile_service.admission import Admission
 from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.internal_errors import InternalErrorInterceptor
+from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
-from profile_service.unary_interceptor import intercepted
+from profile_service.unary_interceptor import register
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +125,7 @@ def start(
 
 
 async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
+    logs.redact_grpc_logs()
     pool = db.create_pool(
         settings.database_url,
         size=settings.db_pool_size,
@@ -138,19 +147,21 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     )
     admission = Admission()
     server = grpc.aio.server(options=_server_options(settings, reuse_port))
-    # The request path: access log (request id, timing, metrics) → refused while draining →
-    # unexpected errors as INTERNAL → auth → servicer.
-    api = intercepted(
+    # The request path: access log (request id, timing, metrics) → a body that is not protobuf
+    # → refused while draining → unexpected errors as INTERNAL → auth → servicer.
+    register(
+        server,
         ProfileServicer(service),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
         [
             AccessLogInterceptor(log_successful_calls=settings.access_log_all),
+            RejectMalformed(),
             admission,
             InternalErrorInterceptor(),
             AuthInterceptor(TokenVerifier(settings)),
         ],
+        parse_or_mark,
     )
-    pb_grpc.add_ProfileServiceServicer_to_server(api, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(
         server,

@@ -18,7 +18,7 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
 from profile_service.internal_errors import InternalErrorInterceptor
-from profile_service.unary_interceptor import intercepted
+from profile_service.unary_interceptor import register
 from tests.e2e.conftest import rpc_error, wait_for
 
 SECRET_TEXT = "limitations=knee surgery"
@@ -40,12 +40,13 @@ def faulty_stub() -> Iterator[pb_grpc.ProfileServiceStub]:
 
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server()  # on the loop that will serve it
-        api = intercepted(
+        register(
+            server,
             _Faulty(),
             pb.DESCRIPTOR.services_by_name["ProfileService"],
             [AccessLogInterceptor(), InternalErrorInterceptor()],
+            lambda message_class: message_class.FromString,
         )
-        pb_grpc.add_ProfileServiceServicer_to_server(api, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port

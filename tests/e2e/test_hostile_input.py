@@ -1,0 +1,82 @@
+"""What a hostile or broken client sends gets the right status, never a leak (issue "Edges").
+
+The grpc library refuses to send most of this, so these tests speak HTTP/2 themselves
+(tests/e2e/raw_h2.py).
+"""
+
+import logging
+import time
+import uuid
+
+import grpc
+import pytest
+
+from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from tests.e2e.conftest import user, wait_for
+from tests.e2e.raw_h2 import call, frame
+from tests.e2e.test_observability import scrape
+
+GET = "/profile.v1.ProfileService/Get"
+UPSERT = "/profile.v1.ProfileService/Upsert"
+
+
+@pytest.mark.parametrize("request_id", ["é", "a\x01b", "tab\there", "x" * 129, ""])
+def test_an_unusable_request_id_is_replaced_not_turned_into_an_error(
+    running_server: object, admin: object, request_id: str
+) -> None:
+    port = running_server.port  # type: ignore[attr-defined]
+    sub = uuid.uuid4()
+    token = dict(user(sub))["authorization"].encode()
+    request = pb.UpsertRequest(profile=pb.Profile(age=33)).SerializeToString()
+    answer = call(
+        port,
+        UPSERT,
+        frame(request),
+        [(b"authorization", token), (b"x-request-id", request_id.encode())],
+    )
+    # The write committed, and the caller is told so: not INTERNAL "Invalid metadata".
+    assert answer.status == grpc.StatusCode.OK.value[0], answer.message
+    echoed = answer.metadata[b"x-request-id"]
+    assert echoed != request_id.encode() and len(echoed) == 32  # a fresh id
+
+
+def test_a_printable_request_id_comes_back(running_server: object) -> None:
+    port = running_server.port  # type: ignore[attr-defined]
+    request_id = b"caller-7f3a:retry=2 (batch #9)"
+    answer = call(port, GET, frame(b""), [(b"x-request-id", request_id)])
+    assert answer.metadata[b"x-request-id"] == request_id
+
+
+def test_a_body_that_is_not_protobuf_is_invalid_argument_counted_and_quiet(
+    running_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = running_server.port  # type: ignore[attr-defined]
+    metrics_port = running_server.metrics_port  # type: ignore[attr-defined]
+    key = ("profile_requests_total", (("code", "INVALID_ARGUMENT"), ("method", "Get")))
+    before = scrape(metrics_port).get(key, 0.0)
+    caplog.set_level(logging.INFO)
+    answer = call(port, GET, frame(b"\xff\xff\xff\xff"), [(b"x-request-id", b"garbage-1")])
+    assert answer.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "not a valid profile.v1.GetRequest" in answer.message
+    assert scrape(metrics_port).get(key, 0.0) == before + 1
+    assert wait_for(
+        lambda: any(getattr(r, "request_id", "") == "garbage-1" for r in caplog.records)
+    )
+    logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
+    assert "Traceback" not in logged and "DecodeError" not in logged
+
+
+def test_a_token_with_a_stray_byte_is_unauthenticated_and_never_logged(
+    running_server: object, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    port = running_server.port  # type: ignore[attr-defined]
+    for name in ("profile_service", "grpc"):  # the server's loggers (the test client's own log)
+        caplog.set_level(logging.DEBUG, logger=name)
+    token = dict(user(uuid.uuid4()))["authorization"].encode()  # a valid "Bearer <jwt>"
+    signature = token.rsplit(b".", 1)[1]
+    answer = call(port, GET, frame(b""), [(b"authorization", token + b"\xff")])
+    assert answer.status == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    time.sleep(0.2)  # gRPC's C core writes its log lines on threads of its own
+    out, err = capfd.readouterr()
+    assert signature.decode() not in out + err
+    assert signature.decode() not in "\n".join(r.getMessage() for r in caplog.records)
