@@ -43,6 +43,7 @@ from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.unary_interceptor import register
+from profile_service.validation import MAX_REQUEST_BYTES
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,6 +204,9 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
         # gRPC turns SO_REUSEPORT on by default; a lone server keeps it off, so that a second
         # one on the same port fails loudly instead of silently sharing its calls.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # gRPC's default is 4 MiB, read before the token is checked: sized to the largest
+        # valid request instead (validation.MAX_REQUEST_BYTES).
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ]
 
 

@@ -48,16 +48,15 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     async def Upsert(self, request: pb.UpsertRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        mask = frozenset(request.update_mask.paths) if request.HasField("update_mask") else None
+        given = frozenset(request.update_mask.paths) if request.HasField("update_mask") else None
+        mask = given or frozenset(WRITABLE_FIELDS)
 
         async def upsert(deadline: float | None) -> Row:
-            values = values_from_profile(request.profile)
+            # Only the fields that will be written are read: a huge generation_params outside
+            # the mask costs nothing.
+            values = values_from_profile(request.profile, mask)
             return await self._service.upsert(
-                current_caller(),
-                request.profile.owner_id,
-                values,
-                mask or frozenset(WRITABLE_FIELDS),
-                deadline,
+                current_caller(), request.profile.owner_id, values, mask, deadline
             )
 
         return profile_from_row(await _call(context, upsert))
@@ -88,16 +87,22 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         return pb.PurgeResponse(purge_count=count)
 
 
-def values_from_profile(profile: pb.Profile) -> dict[str, Any]:
-    """The writable fields of a Profile message as column values (None for unset)."""
+def values_from_profile(
+    profile: pb.Profile, fields: frozenset[str] = frozenset(WRITABLE_FIELDS)
+) -> dict[str, Any]:
+    """The writable `fields` of a Profile message as column values (None for unset); names
+    that are not writable fields are skipped (validation reports them)."""
     values: dict[str, Any] = {
         name: getattr(profile, name) if profile.HasField(name) else None  # type: ignore[arg-type]
         for name in _OPTIONAL_SCALARS
+        if name in fields
     }
-    values["available_equipment"] = list(profile.available_equipment) or None
-    values["generation_params"] = (
-        _plain(profile.generation_params) if profile.HasField("generation_params") else None
-    )
+    if "available_equipment" in fields:
+        values["available_equipment"] = list(profile.available_equipment) or None
+    if "generation_params" in fields:
+        values["generation_params"] = (
+            _plain(profile.generation_params) if profile.HasField("generation_params") else None
+        )
     return values
 
 
@@ -181,7 +186,10 @@ async def _abort_invalid(context: Context, violations: list[FieldViolation]) -> 
     )
     packed = any_pb2.Any()
     packed.Pack(details)
-    message = "; ".join(f"{v.field} {v.description}" for v in violations)
+    # The message names the first few; the details list them all (up to MAX_REPORTED_FAULTS).
+    message = "; ".join(f"{v.field} {v.description}" for v in violations[:3])
+    if len(violations) > 3:
+        message += f" (and {len(violations) - 3} more in the details)"
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {message}", details=[packed]
     )

@@ -22,12 +22,21 @@ TEXT_LIMITS = {
 EQUIPMENT_MAX_ITEMS = 50
 EQUIPMENT_ITEM_MAX_CHARS = 100
 GENERATION_PARAMS_MAX_BYTES = 16 * 1024
+# The largest request gRPC accepts, compressed or not, before any handler or token check runs.
+# The largest valid request is an Upsert with every field at its limit in 4-byte characters and
+# generation_params at its worst protobuf encoding (a list of zeros: 11 bytes for the 4 of
+# "0.0,"): about 73 KiB (tests/e2e/test_request_size.py builds it).
+MAX_REQUEST_BYTES = 88 * 1024
 
 WRITABLE_FIELDS = (*INT_RANGES, *TEXT_LIMITS, "available_equipment", "generation_params")
 OUTPUT_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "deleted_at"})
 PURGE_MAX_BATCH = 10_000
 # A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
 PURGE_MAX_RETENTION_DAYS = 36_500
+# What an error may echo of the caller's input (a mask path, a JSON key), and how many faults
+# it lists: gRPC refuses trailers over 16 KiB, and the caller would get RESOURCE_EXHAUSTED.
+ECHO_MAX_CHARS = 64
+MAX_REPORTED_FAULTS = 20
 
 
 @dataclass(frozen=True)
@@ -39,11 +48,24 @@ class FieldViolation:
 
 
 class InvalidArgument(Exception):
-    """The request has bad fields; each is listed."""
+    """The request has bad fields; each is listed, up to MAX_REPORTED_FAULTS and a count of the
+    rest."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
+        if len(violations) > MAX_REPORTED_FAULTS:
+            rest = len(violations) - MAX_REPORTED_FAULTS + 1
+            violations = [
+                *violations[: MAX_REPORTED_FAULTS - 1],
+                FieldViolation(violations[-1].field, f"and {rest} more faults like the above"),
+            ]
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
         self.violations = violations
+
+
+def shown(text: str) -> str:
+    """`text` as an error may echo it: at most ECHO_MAX_CHARS, printable."""
+    cut = text[:ECHO_MAX_CHARS] + ("…" if len(text) > ECHO_MAX_CHARS else "")
+    return cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
 
 
 def check_owner_id(value: str, field: str) -> list[FieldViolation]:
@@ -60,7 +82,9 @@ def check_update_mask(paths: Iterable[str]) -> list[FieldViolation]:
         if path in OUTPUT_ONLY_FIELDS or path == "owner_id":
             faults.append(FieldViolation("update_mask", f"{path!r} cannot be written"))
         elif path not in WRITABLE_FIELDS:
-            faults.append(FieldViolation("update_mask", f"{path!r} is not a field of Profile"))
+            faults.append(
+                FieldViolation("update_mask", f"'{shown(path)}' is not a field of Profile")
+            )
     return faults
 
 
@@ -120,11 +144,14 @@ def _check_text(path: str, text: str, limit: int) -> list[FieldViolation]:
 
 
 def _check_json(path: str, params: Mapping[str, Any]) -> list[FieldViolation]:
+    faults = []
     for where, value in _walk(params, path):
         if isinstance(value, str) and "\x00" in value:
-            return [FieldViolation(where, "must not contain NUL characters")]
-        if isinstance(value, float) and not math.isfinite(value):
-            return [FieldViolation(where, "must be a finite number")]
+            faults.append(FieldViolation(where, "must not contain NUL characters"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            faults.append(FieldViolation(where, "must be a finite number"))
+    if faults:  # json.dumps would refuse the non-finite numbers
+        return faults
     size = len(json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode())
     if size > GENERATION_PARAMS_MAX_BYTES:
         return [
@@ -136,8 +163,8 @@ def _check_json(path: str, params: Mapping[str, Any]) -> list[FieldViolation]:
 def _walk(value: Any, path: str) -> Iterable[tuple[str, Any]]:
     if isinstance(value, Mapping):
         for key, item in value.items():
-            yield f"{path}.{key}", key
-            yield from _walk(item, f"{path}.{key}")
+            yield f"{path}.{shown(key)}", key
+            yield from _walk(item, f"{path}.{shown(key)}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from _walk(item, f"{path}[{i}]")

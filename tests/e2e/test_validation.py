@@ -56,7 +56,8 @@ BAD_PROFILES: dict[str, tuple[pb.Profile, str]] = {
     ),
     "NUL in a generation_params key": (
         pb.Profile(generation_params=_params({"k\x00": 1})),
-        "profile.generation_params.payload.k\x00",
+        # Echoed escaped: a control character in a field path helps no one.
+        "profile.generation_params.payload.k\\x00",
     ),
     "infinity in generation_params": (
         pb.Profile(generation_params=_params(float("inf"))),
@@ -167,3 +168,35 @@ def test_a_struct_value_with_nothing_set_is_stored_as_null(stub, admin: psycopg.
         "SELECT generation_params FROM profile.profiles WHERE owner_id = %s", (sub,)
     ).fetchone()
     assert row == ({"empty": None, "list": [None, 2]},)
+
+
+def test_echoed_input_is_cut_so_the_error_still_fits_in_the_trailers(stub) -> None:
+    # gRPC refuses trailers over 16 KiB: a 10,000-character path echoed whole turned the
+    # answer into RESOURCE_EXHAUSTED.
+    long_path = "p" * 10_000
+    request = pb.UpsertRequest(
+        profile=pb.Profile(generation_params=_params({long_path: "nul\x00"})),
+        update_mask=field_mask_pb2.FieldMask(paths=[long_path, "generation_params"]),
+    )
+    error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    faults = field_violations(error)
+    assert faults["update_mask"].startswith("'" + "p" * 64 + "…'")
+    assert all(len(field) < 200 and len(text) < 200 for field, text in faults.items())
+
+
+def test_every_fault_in_generation_params_is_reported_up_to_a_bound(stub) -> None:
+    params = {"a": "x\x00", "b": float("nan"), "c": {"d": "y\x00"}}
+    request = pb.UpsertRequest(profile=pb.Profile(generation_params=_params(params)))
+    error = rpc_error(lambda: stub.Upsert(request, metadata=user(uuid.uuid4()), timeout=5))
+    prefix = "profile.generation_params.payload"
+    assert set(field_violations(error)) == {f"{prefix}.a", f"{prefix}.b", f"{prefix}.c.d"}
+    # A thousand faults: twenty listed, the last one counting the rest.
+    many = pb.UpsertRequest(
+        profile=pb.Profile(generation_params=_params({"n": [float("nan")] * 1000}))
+    )
+    error = rpc_error(lambda: stub.Upsert(many, metadata=user(uuid.uuid4()), timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    faults = field_violations(error)
+    assert len(faults) == 20
+    assert "and 981 more faults" in faults[f"{prefix}.n[999]"]
