@@ -7,6 +7,7 @@ caller may do is decided by the service (per RPC) and by row-level security (per
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import json
 import math
 import threading
@@ -26,6 +27,9 @@ from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
 
 DbRole = Literal["authenticated", "service_role"]
+# Clock skew allowed between the token's issuer and us, on `exp` and `nbf` (documented).
+LEEWAY_SECONDS = 5.0
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 ALLOWED_ROLES: tuple[DbRole, ...] = ("authenticated", "service_role")
 
 
@@ -61,11 +65,17 @@ class TokenVerifier:
     """Verifies JWTs with a fixed algorithm and key; remembers verified tokens until they expire.
 
     The cache mirrors PostgREST's JWT cache: a token verified once is not re-verified on every
-    call. It is bounded, and an entry is never used past its token's `exp`.
+    call. It is bounded, and an entry is never used past its token's `exp`, nor longer than
+    CACHE_SECONDS after it was verified (a token claiming to last a millennium).
     """
 
+    CACHE_SECONDS = 300.0
+
     def __init__(
-        self, settings: Settings, cache_size: int = 10_000, leeway_seconds: float = 5
+        self,
+        settings: Settings,
+        cache_size: int = 10_000,
+        leeway_seconds: float = LEEWAY_SECONDS,
     ) -> None:
         key = settings.jwt_public_key or settings.jwt_secret
         if not key:
@@ -85,7 +95,6 @@ class TokenVerifier:
         }
         self._cache: OrderedDict[str, Caller] = OrderedDict()
         self._cache_size = cache_size
-        # Clock skew allowed between the issuer and us, on exp.
         self._leeway = leeway_seconds
         self._lock = threading.Lock()
 
@@ -97,8 +106,9 @@ class TokenVerifier:
         if cached is not None and cached.expires_at > now:
             return cached
         caller = self._decode(token)
+        cached_until = min(caller.expires_at, now + self.CACHE_SECONDS)
         with self._lock:
-            self._cache[token] = caller
+            self._cache[token] = dataclasses.replace(caller, expires_at=cached_until)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return caller
@@ -132,6 +142,11 @@ class TokenVerifier:
 
 
 def _caller_from_claims(claims: dict[str, Any]) -> Caller:
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        # PyJWT takes "1700000000" too (it calls int()); RFC 7519 says NumericDate, a number.
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _unauthenticated(f"token {name!r} must be a number")
     sub = claims.get("sub")
     if sub is not None and not is_uuid(sub):
         raise _unauthenticated("token 'sub' is not a UUID")

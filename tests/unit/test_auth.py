@@ -79,3 +79,34 @@ def test_an_infinite_time_claim_is_an_invalid_token(claim: str) -> None:
         grpc.StatusCode.UNAUTHENTICATED,
         "invalid token",
     )
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_time_claims_must_be_numbers_not_numeric_strings(claim: str) -> None:
+    value = str(int(time.time()) + (60 if claim == "exp" else -60))
+    with pytest.raises(AuthError) as info:
+        _verifier().verify(_token(**{claim: value}))
+    assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert f"{claim!r} must be a number" in info.value.message
+
+
+def test_a_token_claiming_to_last_for_ever_is_reverified_after_the_cache_lifetime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        decoded.append(1)
+        return real_decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("profile_service.auth.jwt.decode", counting_decode)
+    monkeypatch.setattr(TokenVerifier, "CACHE_SECONDS", 0.3)
+    verifier = _verifier()
+    token = _token(exp=10**400)
+    for _ in range(3):
+        assert verifier.verify(token).sub == SUB
+    assert len(decoded) == 1  # cached...
+    time.sleep(0.4)
+    assert verifier.verify(token).sub == SUB
+    assert len(decoded) == 2  # ...but not for ever
