@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     try:
         return server.serve(settings)
-    except startup_check.UnsafeDatabaseRole as exc:
+    except (startup_check.UnsafeDatabaseRole, startup_check.PortTaken) as exc:
         print(f"profile-service: {exc}", file=sys.stderr)
         return 2
     except startup_check.DatabaseUnreachable as exc:

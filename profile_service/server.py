@@ -215,10 +215,14 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
 
     With settings.workers > 1, supervises that many worker processes instead (workers.py).
     """
+    if not worker:
+        # Once here, so that a refusal is one message and exit code 2, not one per worker.
+        startup_check.check_ports(
+            {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
+        )
     if settings.workers > 1 and not worker:
         from profile_service import workers
 
-        # Once here, so that a refusal is one message and exit code 2, not one per worker.
         _check_database_at_start_up(settings)
         return workers.supervise(settings)
     # Blocked before any thread starts, so every thread inherits the mask and only sigwait()

@@ -6,6 +6,7 @@ included: the check runs on libpq's asynchronous API with a deadline, as calls d
 """
 
 import asyncio
+import socket
 
 import psycopg
 
@@ -18,6 +19,42 @@ class UnsafeDatabaseRole(Exception):
 
 class DatabaseUnreachable(Exception):
     """No connection to the database could be made, or it did not answer, in time."""
+
+
+class PortTaken(Exception):
+    """A port the server must listen on is in use."""
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Raise PortTaken naming each setting whose port (0: any, not checked) cannot be bound.
+
+    Checked before any worker starts: otherwise each worker, or the parent after starting
+    them, fails on its own with a traceback.
+    """
+    taken = []
+    for name, port in ports.items():
+        if port == 0:
+            continue
+        try:
+            _bind_every_address(port)
+        except OSError as exc:
+            taken.append(f"{name} {port} is not free ({exc.strerror})")
+    if taken:
+        raise PortTaken("; ".join(taken))
+
+
+def _bind_every_address(port: int) -> None:
+    """Bind `port` on every address, as the servers do, and let it go again."""
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = "::"
+    except OSError:  # a host without IPv6
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = "0.0.0.0"  # noqa: S104 - the servers listen on every address too
+    with probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        probe.bind((address, port))
 
 
 # By OID via pg_class: the login role has no USAGE on schema profile, by design. to_regrole: on

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -292,3 +293,24 @@ def test_a_stop_while_workers_start_is_a_clean_stop(
                 process.kill()
                 process.wait()
     assert code == 0, log.read_text()[-2000:]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("setting", ["METRICS_PORT", "GRPC_PORT"])
+def test_serve_refuses_a_taken_port_in_one_line(
+    test_db: ThrowawayDatabase, workers: str, setting: str
+) -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as holder:
+        holder.bind(("::", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = server_env(
+            test_db.service_url,
+            WORKERS=workers,
+            GRPC_PORT=str(_free_port()),
+            METRICS_PORT=str(_free_port()),
+        )
+        result = _run("serve", **{**env, setting: str(port)})
+    assert result.returncode == 2
+    assert f"{setting} {port} is not free" in result.stderr
+    assert "Traceback" not in result.stderr
