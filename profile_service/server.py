@@ -47,6 +47,8 @@ from profile_service.validation import MAX_REQUEST_BYTES
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+# The shortest keepalive ping interval a client may use (README, docs/operations.md).
+CLIENT_PING_MIN_SECONDS = 5
 
 
 @dataclass
@@ -207,6 +209,17 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
         # gRPC's default is 4 MiB, read before the token is checked: sized to the largest
         # valid request instead (validation.MAX_REQUEST_BYTES).
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        # Keepalive, both ways. gRPC's default answers a client that pings more often than
+        # every 5 minutes with GOAWAY "too_many_pings"; clients may ping every
+        # CLIENT_PING_MIN_SECONDS, with or without calls in flight (documented).
+        ("grpc.keepalive_permit_without_calls", 1),
+        # A second of slack: a client's timers fire a little early now and then.
+        ("grpc.http2.min_ping_interval_without_data_ms", (CLIENT_PING_MIN_SECONDS - 1) * 1000),
+        ("grpc.http2.max_ping_strikes", 2),
+        # The server pings an idle connection each minute, and drops it when no answer comes
+        # within 20 s: a client that vanished does not hold its connection for hours.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
     ]
 
 
