@@ -27,7 +27,7 @@ proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
 run: install
-	$(BIN)/python -m profile_service.dev.run
+	$(BIN)/python -m devtools.run
 
 test: install $(BUF)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -37,7 +37,7 @@ lint: install $(BUF)
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy profile_service
+	$(BIN)/mypy profile_service devtools
 
 # Seeds a database, measures bare gRPC servers (the ceiling) and the real service; see bench/.
 bench: install

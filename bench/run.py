@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import c_client, database, h2load, payloads, procs, profiling, report
 from bench.report import RPC_NAMES
+from devtools import database as devdb
 from profile_service import tokens
-from profile_service.dev import database as devdb
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # A development-only signing secret: the bench's server accepts tokens minted with it.

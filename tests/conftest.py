@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from devtools import database as devdb
 from profile_service import migrate
-from profile_service.dev import database as devdb
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import jwt
 import psycopg
 import pytest
 
+from devtools import database as devdb
 from profile_service import tokens
-from profile_service.dev import database as devdb
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env, wait_for

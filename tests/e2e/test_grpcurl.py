@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import psycopg
 
+from devtools.run import DEMO_USER, DEV_JWT_SECRET, grpcurl_commands
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.dev.run import DEMO_USER, DEV_JWT_SECRET, grpcurl_commands
 from profile_service.server import RunningServer
 from tests.e2e.conftest import SECRET, bearer, rpc_error, wait_for
 from tests.e2e.test_faults import SERVING, _free_port, _health
@@ -65,7 +65,8 @@ def test_make_run_serves_with_the_development_secret_it_prints() -> None:
     env = {**os.environ, "GRPC_PORT": str(port), "METRICS_PORT": str(metrics_port), "WORKERS": "1"}
     env.pop("JWT_SECRET", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "profile_service.dev.run"],
+        [sys.executable, "-m", "devtools.run"],
+        cwd=Path(__file__).parents[2],  # devtools/ lives beside the package, not in it
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

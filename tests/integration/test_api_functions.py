@@ -52,7 +52,7 @@ def test_a_login_role_outside_the_api_roles_gets_nothing(
     admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(sql.Identifier(name)))
     try:
         admin.execute("INSERT INTO profile.profiles (owner_id, age) VALUES (%s, 30)", (OWNER,))
-        from profile_service.dev.database import with_user
+        from devtools.database import with_user
 
         with psycopg.connect(with_user(test_db.admin_url, name, ""), autocommit=True) as conn:
             for role in ("authenticated", "service_role"):

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from devtools import database as devdb
 from profile_service import migrate
-from profile_service.dev import database as devdb
 from tests.conftest import ThrowawayDatabase
 
 _SNAPSHOT_QUERIES = {

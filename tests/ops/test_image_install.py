@@ -107,3 +107,8 @@ def test_the_images_install_step_produces_a_working_profile_service(tmp_path: Pa
     assert Path(lines[0]).is_relative_to(venv)
     assert "0001_profiles_with_rls.py" in lines[1]
     assert lines[2] == "None"
+    # Nothing of the development set-up ships: not its module, not its secret.
+    installed = [p for p in venv.rglob("*.py") if "profile_service" in p.parts]
+    assert installed
+    assert not [p for p in installed if "dev-only-secret" in p.read_text(errors="replace")]
+    assert not [p for p in venv.rglob("devtools")]

@@ -7,9 +7,9 @@ import os
 import shlex
 import sys
 
+from devtools import database as devdb
 from profile_service import logs, migrate, server, tokens
 from profile_service.config import Settings
-from profile_service.dev import database as devdb
 
 DEV_DATABASE = "profile_dev"
 DEV_JWT_SECRET = "dev-only-secret-never-use-in-production"  # noqa: S105 - printed in the README

@@ -1,1 +1,0 @@
-"""Development and test helpers: never imported by the running service."""
