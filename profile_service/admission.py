@@ -7,9 +7,10 @@ shuts down is CANCELLED, which clients do not retry.
 
 from typing import Any
 
-import grpc
 import grpc.aio
 
+from profile_service import errors
+from profile_service.errors import Unavailable
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 
@@ -28,7 +29,9 @@ class Admission(UnaryInterceptor):
 
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if not self._open:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                await errors.abort(
+                    context, Unavailable("the server is shutting down", "SHUTTING_DOWN")
+                )
             return await behavior(request, context)
 
         return handle

@@ -21,8 +21,9 @@ import grpc
 import grpc.aio
 import jwt
 
-from profile_service import access_log
+from profile_service import access_log, errors
 from profile_service.config import Settings
+from profile_service.errors import PermissionDenied, ServiceError, Unauthenticated
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
 
@@ -48,17 +49,8 @@ class Caller:
         return self.role == "authenticated"
 
 
-class AuthError(Exception):
-    """The token is unacceptable; `code` is the gRPC status to answer with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _unauthenticated(message: str) -> AuthError:
-    return AuthError(grpc.StatusCode.UNAUTHENTICATED, message)
+def _unauthenticated(message: str, reason: str = "TOKEN_INVALID") -> Unauthenticated:
+    return Unauthenticated(message, reason)
 
 
 class TokenVerifier:
@@ -99,7 +91,8 @@ class TokenVerifier:
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Caller:
-        """The caller a token stands for; raise AuthError if it is not acceptable."""
+        """The caller a token stands for; raise Unauthenticated or PermissionDenied if it is not
+        acceptable."""
         now = time.time()
         with self._lock:
             cached = self._cache.get(token)
@@ -129,7 +122,7 @@ class TokenVerifier:
             except jwt.InvalidSignatureError:
                 continue
             except jwt.ExpiredSignatureError as exc:
-                raise _unauthenticated("token expired") from exc
+                raise _unauthenticated("token expired", "TOKEN_EXPIRED") from exc
             except jwt.InvalidAudienceError as exc:
                 raise _unauthenticated("token audience not accepted") from exc
             except jwt.MissingRequiredClaimError as exc:
@@ -152,7 +145,7 @@ def _caller_from_claims(claims: dict[str, Any]) -> Caller:
         raise _unauthenticated("token 'sub' is not a UUID")
     role = claims.get("role")
     if role not in ALLOWED_ROLES:
-        raise AuthError(grpc.StatusCode.PERMISSION_DENIED, "token role is not allowed")
+        raise PermissionDenied("token role is not allowed", "ROLE_NOT_ALLOWED")
     if role == "authenticated" and sub is None:
         raise _unauthenticated("token lacks the 'sub' claim")
     # The role handed to the database is the allowlist's own string, never the raw claim.
@@ -170,7 +163,8 @@ def _caller_from_claims(claims: dict[str, Any]) -> Caller:
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    """The token of the `authorization: Bearer <token>` metadata; raise AuthError if absent."""
+    """The token of the `authorization: Bearer <token>` metadata; raise Unauthenticated if
+    absent."""
     for key, value in metadata or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
@@ -178,7 +172,7 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             raise _unauthenticated("authorization metadata must be 'Bearer <token>'")
-    raise _unauthenticated("missing authorization metadata")
+    raise _unauthenticated("missing authorization metadata", "TOKEN_MISSING")
 
 
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("profile_caller")
@@ -208,8 +202,8 @@ class AuthInterceptor(UnaryInterceptor):
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 caller = verifier.verify(bearer_token(context.invocation_metadata()))
-            except AuthError as exc:
-                await context.abort(exc.code, exc.message)
+            except ServiceError as exc:
+                await errors.abort(context, exc)
             access_log.annotate("role", caller.role)
             token = _CALLER.set(caller)
             try:

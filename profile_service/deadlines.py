@@ -21,16 +21,14 @@ configured DB_TIMEOUT_SECONDS.
 import time
 from dataclasses import dataclass
 
+from profile_service.errors import OutOfTime
+
 RESERVE_FRACTION = 0.1
 RESERVE_MAX = 0.05
 COMMIT_MARGIN_FRACTION = 0.1
 COMMIT_MARGIN_MAX = 0.05
 # Below this there is no point in asking: one round trip on loopback takes longer.
 MIN_WINDOW = 0.0005
-
-
-class OutOfTime(Exception):
-    """The call's deadline leaves no time for the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +58,7 @@ def budget(time_remaining: float | None, max_seconds: float) -> Budget:
         reserve = min(time_remaining * RESERVE_FRACTION, RESERVE_MAX)
         window = min(max_seconds, time_remaining - reserve)
         if window < MIN_WINDOW:
-            raise OutOfTime("the call's deadline leaves no time for the database")
+            raise OutOfTime("the call's deadline leaves no time for the database", "NO_TIME_LEFT")
     margin = min(window * COMMIT_MARGIN_FRACTION, COMMIT_MARGIN_MAX)
     return Budget(
         give_up=time.monotonic() + window,

@@ -9,9 +9,10 @@ data. Here only the exception's class name is logged, and the caller learns noth
 import logging
 from typing import Any
 
-import grpc
 import grpc.aio
 
+from profile_service import errors
+from profile_service.errors import Internal
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,6 +32,6 @@ class InternalErrorInterceptor(UnaryInterceptor):
                 if context.code() is not None:
                     raise
                 _LOGGER.error("unexpected %s in %s", type(exc).__name__, method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                await errors.abort(context, Internal("internal error", "INTERNAL"))
 
         return handle

@@ -9,10 +9,11 @@ marker instead of raising, and the RejectMalformed interceptor answers it.
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
+from profile_service import errors
+from profile_service.errors import InvalidArgument
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 
@@ -44,9 +45,9 @@ class RejectMalformed(UnaryInterceptor):
 
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, Malformed):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request body is not a valid {request.type_name} message",
+                message = f"the request body is not a valid {request.type_name} message"
+                await errors.abort(
+                    context, InvalidArgument([], message=message, reason="MALFORMED_REQUEST")
                 )
             return await behavior(request, context)
 

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -223,10 +223,13 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
     ]
 
 
-def serve(settings: Settings, *, worker: bool = False) -> int:
+def serve(
+    settings: Settings, *, worker: bool = False, on_serving: Callable[[], None] = lambda: None
+) -> int:
     """Serve until SIGTERM or SIGINT; drain in-flight calls; return the exit code (0).
 
     With settings.workers > 1, supervises that many worker processes instead (workers.py).
+    `on_serving` is called once the server serves.
     """
     if not worker:
         # Once here, so that a refusal is one message and exit code 2, not one per worker.
@@ -247,6 +250,7 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     if settings.sched_batch:
         schedule_as_batch()
     running = start(settings, serve_metrics=not worker, reuse_port=worker)
+    on_serving()
     received = signal.sigwait(stop_signals)
     _LOGGER.info(
         "%s: draining calls for up to %.0fs",

@@ -1,6 +1,6 @@
 """The use cases. Each decides who may call it, then runs one RLS-scoped transaction.
 
-Errors are domain exceptions; servicer.py turns them into gRPC statuses.
+Errors are the ServiceErrors of errors.py, which also says how they are sent.
 """
 
 import time
@@ -12,10 +12,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from profile_service import db, deadlines, metrics, repository
 from profile_service.auth import Caller
-from profile_service.repository import Row
-from profile_service.validation import (
+from profile_service.errors import (
     FieldViolation,
     InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from profile_service.repository import Row
+from profile_service.validation import (
     check_fields,
     check_owner_id,
     check_purge,
@@ -25,18 +30,6 @@ from profile_service.validation import (
 T = TypeVar("T")
 
 DEFAULT_PURGE_BATCH = 1000
-
-
-class NotFound(Exception):
-    """No profile the caller may see."""
-
-
-class PermissionDenied(Exception):
-    """The caller's role may not do this, or it named someone else's profile."""
-
-
-class Unavailable(Exception):
-    """The database could not be reached, or not within the call's deadline; retryable."""
 
 
 class ProfileService:
@@ -118,7 +111,7 @@ class ProfileService:
         Between batches, stops early once `should_continue()` is false (the caller went away).
         """
         if caller.role != "service_role":
-            raise PermissionDenied("Purge is for service_role only")
+            raise PermissionDenied("Purge is for service_role only", "ROLE_NOT_ALLOWED")
         _raise_if_invalid(check_purge(retention_days, batch_size, self._min_retention_days))
         days = retention_days or self._min_retention_days
         limit = batch_size or DEFAULT_PURGE_BATCH
@@ -147,7 +140,7 @@ class ProfileService:
             None if deadline is None else deadline - time.monotonic(), self._db_timeout
         )
         if self._database_unreachable():
-            raise Unavailable("database unreachable")
+            raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
         try:
             # getconn/putconn rather than the pool.connection() context manager: same
             # behaviour, a few microseconds less per call.
@@ -158,38 +151,51 @@ class ProfileService:
                 await self._pool.putconn(conn)
         except PoolTimeout as exc:
             self._on_database_error()
-            raise Unavailable("no database connection free in time") from exc
+            raise Unavailable(
+                "no database connection free in time", "DATABASE_POOL_EXHAUSTED"
+            ) from exc
         except db.NoAnswer as exc:
             self._on_database_error()
-            raise Unavailable("the database did not answer in time") from exc
+            raise Unavailable(
+                "the database did not answer in time", "DATABASE_NOT_ANSWERING"
+            ) from exc
         except psycopg.errors.QueryCanceled as exc:
-            raise Unavailable("database timed out") from exc
+            raise Unavailable("database timed out", "DATABASE_TIMEOUT") from exc
         except psycopg.errors.ReadOnlySqlTransaction as exc:
             self._on_database_error()
-            raise Unavailable("the database is read-only for now (a failover?)") from exc
+            raise Unavailable(
+                "the database is read-only for now (a failover?)", "DATABASE_READ_ONLY"
+            ) from exc
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None:  # no answer: the connection broke, or none could be made
                 self._on_database_error()
-                raise Unavailable("database unavailable") from exc
+                raise Unavailable("database unavailable", "DATABASE_UNREACHABLE") from exc
             # The database answered, and refused for now (class 53: disk full, out of memory,
             # too many connections; 40: serialization or deadlock; 57: shutting down).
             if exc.sqlstate.startswith("53"):
-                raise Unavailable(f"the database is out of resources ({exc.sqlstate})") from exc
-            raise Unavailable(f"the database refused the call ({exc.sqlstate})") from exc
+                raise Unavailable(
+                    f"the database is out of resources ({exc.sqlstate})",
+                    "DATABASE_OUT_OF_RESOURCES",
+                ) from exc
+            raise Unavailable(
+                f"the database refused the call ({exc.sqlstate})", "DATABASE_REFUSED"
+            ) from exc
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionDenied("not allowed by row-level security") from exc
+            raise PermissionDenied(
+                "not allowed by row-level security", "ROW_LEVEL_SECURITY"
+            ) from exc
 
 
 def _require_user(caller: Caller) -> None:
     if not caller.is_user:
-        raise PermissionDenied("only a signed-in user may change its profile")
+        raise PermissionDenied("only a signed-in user may change its profile", "ROLE_NOT_ALLOWED")
 
 
 def _own_owner_id(caller: Caller, owner_id: str) -> str:
     """The caller's own id; naming anyone else's is PermissionDenied."""
     assert caller.sub is not None  # guaranteed for role authenticated by auth
     if owner_id and owner_id.lower() != caller.sub.lower():
-        raise PermissionDenied("a user may only name its own owner_id")
+        raise PermissionDenied("a user may only name its own owner_id", "NOT_OWN_PROFILE")
     return caller.sub
 
 
@@ -200,5 +206,5 @@ def _raise_if_invalid(violations: list[FieldViolation]) -> None:
 
 def _found(row: Row | None) -> Row:
     if row is None:
-        raise NotFound("profile not found")
+        raise NotFound("profile not found", "PROFILE_NOT_FOUND")
     return row

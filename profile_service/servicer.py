@@ -1,29 +1,24 @@
-"""ProfileService over gRPC: proto ↔ model mapping, and domain errors → gRPC statuses."""
+"""ProfileService over gRPC: proto ↔ model mapping; errors.py says how failures are sent."""
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-import grpc
 import grpc.aio
 import psycopg
-from google.protobuf import any_pb2, struct_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.protobuf import struct_pb2
 
-from profile_service import access_log
+from profile_service import access_log, errors
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
-from profile_service.deadlines import OutOfTime
+from profile_service.errors import ServiceError
 from profile_service.repository import Row
-from profile_service.service import NotFound, PermissionDenied, ProfileService, Unavailable
+from profile_service.service import ProfileService
 from profile_service.validation import (
     INT_RANGES,
     TEXT_LIMITS,
     WRITABLE_FIELDS,
-    FieldViolation,
-    InvalidArgument,
 )
 
 _OPTIONAL_SCALARS = (*INT_RANGES, *TEXT_LIMITS)
@@ -148,25 +143,15 @@ def profile_from_row(row: Row) -> pb.Profile:
 
 
 async def _call(context: Context, use_case: Callable[[float | None], Awaitable[R]]) -> R:
-    """Run a use case with the call's deadline; abort with the status its error stands for."""
+    """Run a use case with the call's deadline; a ServiceError ends the call with its status
+    (errors.py); anything else is a bug, answered INTERNAL by internal_errors.py."""
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     try:
         return await use_case(deadline)
-    except InvalidArgument as exc:
-        await _abort_invalid(context, exc.violations)
-    except NotFound as exc:
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    except PermissionDenied as exc:
+    except ServiceError as exc:
         _note_sqlstate(exc)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-    except Unavailable as exc:
-        _note_sqlstate(exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    except OutOfTime as exc:
-        # Retrying with the same deadline cannot help: not UNAVAILABLE.
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    # Anything else is a bug, answered INTERNAL by internal_errors.py.
+        await errors.abort(context, exc)
 
 
 def _note_sqlstate(exc: Exception) -> None:
@@ -175,28 +160,3 @@ def _note_sqlstate(exc: Exception) -> None:
     cause = exc.__cause__
     if isinstance(cause, psycopg.Error) and cause.sqlstate:
         access_log.annotate("sqlstate", cause.sqlstate)
-
-
-async def _abort_invalid(context: Context, violations: list[FieldViolation]) -> NoReturn:
-    details = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in violations
-        ]
-    )
-    packed = any_pb2.Any()
-    packed.Pack(details)
-    # The message names the first few; the details list them all (up to MAX_REPORTED_FAULTS).
-    message = "; ".join(f"{v.field} {v.description}" for v in violations[:3])
-    if len(violations) > 3:
-        message += f" (and {len(violations) - 3} more in the details)"
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {message}", details=[packed]
-    )
-    grpc_status = rpc_status.to_status(status)
-    # abort_with_status replaces the trailing metadata: keep what was set before (request id).
-    earlier = tuple(context.trailing_metadata() or ())
-    await context.abort_with_status(
-        grpc_status._replace(trailing_metadata=earlier + tuple(grpc_status.trailing_metadata))
-    )
-    raise AssertionError("abort_with_status returned")  # pragma: no cover

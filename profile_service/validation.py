@@ -7,8 +7,9 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from profile_service.errors import FieldViolation
 
 # Plausible human ranges (inclusive). Age starts at 13, the youngest age of digital consent.
 INT_RANGES = {"age": (13, 120), "height_cm": (50, 272), "weight_kg": (20, 650)}
@@ -33,33 +34,9 @@ OUTPUT_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "deleted_at"})
 PURGE_MAX_BATCH = 10_000
 # A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
 PURGE_MAX_RETENTION_DAYS = 36_500
-# What an error may echo of the caller's input (a mask path, a JSON key), and how many faults
-# it lists: gRPC refuses trailers over 16 KiB, and the caller would get RESOURCE_EXHAUSTED.
+# What an error may echo of the caller's input (a mask path, a JSON key): gRPC refuses
+# trailers over 16 KiB, and the caller would get RESOURCE_EXHAUSTED (errors.py).
 ECHO_MAX_CHARS = 64
-MAX_REPORTED_FAULTS = 20
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One bad field: its path in the request and what is wrong with it."""
-
-    field: str
-    description: str
-
-
-class InvalidArgument(Exception):
-    """The request has bad fields; each is listed, up to MAX_REPORTED_FAULTS and a count of the
-    rest."""
-
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        if len(violations) > MAX_REPORTED_FAULTS:
-            rest = len(violations) - MAX_REPORTED_FAULTS + 1
-            violations = [
-                *violations[: MAX_REPORTED_FAULTS - 1],
-                FieldViolation(violations[-1].field, f"and {rest} more faults like the above"),
-            ]
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
 
 
 def shown(text: str) -> str:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 
 from profile_service import metrics
 from profile_service.config import Settings
@@ -24,7 +25,7 @@ from profile_service.config import Settings
 _LOGGER = logging.getLogger(__name__)
 
 
-def _worker_main(settings: Settings, cpu: int | None) -> None:
+def _worker_main(settings: Settings, cpu: int | None, serving: EventType) -> None:
     if cpu is not None:
         # Before any thread starts, so that all of this worker's threads inherit it: a Python
         # process whose threads the kernel moves between cores pays for the GIL travelling
@@ -33,7 +34,7 @@ def _worker_main(settings: Settings, cpu: int | None) -> None:
     from profile_service import logs, server
 
     logs.configure(settings.log_level)
-    raise SystemExit(server.serve(settings, worker=True))
+    raise SystemExit(server.serve(settings, worker=True, on_serving=serving.set))
 
 
 def supervise(settings: Settings) -> int:
@@ -52,12 +53,7 @@ def supervise(settings: Settings) -> int:
         # Under a CPU quota the affinity is the whole node, shared with other pods: pinning
         # every pod's first worker to the node's first CPU would pile them up.
         pin = settings.pin_workers and len(cpus) == settings.workers
-        children: list[BaseProcess] = [
-            context.Process(
-                target=_worker_main, args=(settings, cpus[i] if pin else None), name=f"worker-{i}"
-            )
-            for i in range(settings.workers)
-        ]
+        children: list[BaseProcess] = []
         stopping = threading.Event()
         told: set[int] = set()
 
@@ -70,8 +66,19 @@ def supervise(settings: Settings) -> int:
                     told.add(child.pid)
                     os.kill(child.pid, signal.SIGTERM)
 
+        # Before anything that starts a process (the first Event starts multiprocessing's
+        # resource tracker): a Ctrl-C from then on is a stop, not a KeyboardInterrupt.
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        serving = [context.Event() for _ in range(settings.workers)]
+        children += [
+            context.Process(
+                target=_worker_main,
+                args=(settings, cpus[i] if pin else None, serving[i]),
+                name=f"worker-{i}",
+            )
+            for i in range(settings.workers)
+        ]
         for child in children:
             child.start()
         if stopping.is_set():
@@ -79,14 +86,19 @@ def supervise(settings: Settings) -> int:
         metrics_server, _ = metrics.serve(settings.metrics_port)
         _LOGGER.info("supervising %d workers on port %d", len(children), settings.grpc_port)
         try:
-            failed = _wait(children, stopping, stop)
+            failed = _wait(children, serving, stopping, stop)
         finally:
             metrics_server.shutdown()
             metrics_server.server_close()
     return 1 if failed else 0
 
 
-def _wait(children: list[BaseProcess], stopping: threading.Event, stop: Callable[[], None]) -> bool:
+def _wait(
+    children: list[BaseProcess],
+    serving: list[EventType],
+    stopping: threading.Event,
+    stop: Callable[[], None],
+) -> bool:
     """Wait until every child has exited; True if any exited badly or before being asked."""
     failed = False
     running = list(children)
@@ -96,10 +108,11 @@ def _wait(children: list[BaseProcess], stopping: threading.Event, stop: Callable
             running.remove(child)
             if child.pid is not None:
                 metrics.forget_process(child.pid)
-            # A worker still starting up when the stop came dies of the signal (it blocks
-            # them only once it serves; Ctrl-C reaches it straight from the terminal): it had
-            # no calls to drain, so that is a clean stop.
-            stopped = child.exitcode in (0, -signal.SIGTERM, -signal.SIGINT)
+            # A worker that was not serving yet when the stop came had no calls to drain: any
+            # way it ended is a clean stop (the signal, or a KeyboardInterrupt from Ctrl-C in
+            # the middle of its imports, which exits 1).
+            started = serving[children.index(child)].is_set()
+            stopped = child.exitcode in (0, -signal.SIGTERM, -signal.SIGINT) or not started
             if not (stopping.is_set() and stopped):
                 failed = True
                 _LOGGER.error("%s exited with %s", child.name, child.exitcode)

@@ -109,6 +109,20 @@ def field_violations(error: grpc.RpcError) -> dict[str, str]:
     return found
 
 
+def error_reason(error: grpc.RpcError) -> tuple[str, str]:
+    """The google.rpc.ErrorInfo (reason, domain) of an error's status details."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no google.rpc.Status in the trailers"
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason, info.domain
+    raise AssertionError("no ErrorInfo in the status details")
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
     stop = time.monotonic() + timeout

@@ -17,7 +17,15 @@ import pytest
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
+from tests.e2e.conftest import (
+    error_reason,
+    lock_waiters,
+    rpc_error,
+    server_env,
+    serving,
+    user,
+    wait_for,
+)
 from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
 from tests.e2e.test_faults import NOT_SERVING, SERVING, _health
 from tests.e2e.test_observability import scrape
@@ -111,9 +119,12 @@ def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_
             assert _health(channel, name) != -1, name
         assert _health(channel, "liveness") == SERVING
         assert wait_for(lambda: _health(channel) == NOT_SERVING)
-        codes = [call.result().code() for call in calls]
+        errors = [call.result() for call in calls]
     # Answered by the service before the deadline, as retryable: not DEADLINE_EXCEEDED.
-    assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
+    assert {error.code() for error in errors} == {grpc.StatusCode.UNAVAILABLE}
+    # The four with a connection waited on the database; the others, for a connection.
+    reasons = {error_reason(error)[0] for error in errors}
+    assert reasons == {"DATABASE_NOT_ANSWERING", "DATABASE_POOL_EXHAUSTED"}
     proxy.thaw()
     assert wait_for(lambda: _health(channel) == SERVING)
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
@@ -135,6 +146,7 @@ def test_while_the_database_refuses_connections_calls_fail_at_once(
             grpc.StatusCode.UNAVAILABLE,
             "database unreachable",
         )
+        assert error_reason(error)[0] == "DATABASE_UNREACHABLE"
         assert time.monotonic() - started < 1.0
     proxy.restore()
     assert wait_for(lambda: _health(channel) == SERVING)

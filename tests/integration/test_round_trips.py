@@ -20,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, repository
 from profile_service.auth import Caller
-from profile_service.service import ProfileService, Unavailable
+from profile_service.errors import Unavailable
+from profile_service.service import ProfileService
 from profile_service.validation import WRITABLE_FIELDS
 from tests.conftest import ThrowawayDatabase
 

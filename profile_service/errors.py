@@ -1,0 +1,139 @@
+"""Every way an API call can fail, in one place (as PostgREST's Error module): the errors the
+service raises, the gRPC status each stands for, and how it is sent.
+
+Every failed call carries a `google.rpc.Status` in its trailers (grpc-status-details-bin) with
+a `google.rpc.ErrorInfo`: a stable `reason` a program can branch on (AIP-193), beside the
+message for people. INVALID_ARGUMENT adds a `google.rpc.BadRequest` listing the faulty
+fields. The reasons are listed in the README.
+"""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "profile.v1.ProfileService"
+# gRPC refuses trailers over 16 KiB (the caller would get RESOURCE_EXHAUSTED instead): an
+# error lists at most this many faults, and names the first few in its message.
+MAX_REPORTED_FAULTS = 20
+_FAULTS_IN_MESSAGE = 3
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path in the request and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """A failure the caller is told about: a status, a message, and a reason for programs."""
+
+    code: ClassVar[grpc.StatusCode]
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class InvalidArgument(ServiceError):
+    """The request has bad fields; each is listed, up to MAX_REPORTED_FAULTS (the last one
+    counting the rest)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        *,
+        message: str | None = None,
+        reason: str = "INVALID_FIELDS",
+    ) -> None:
+        if len(violations) > MAX_REPORTED_FAULTS:
+            rest = len(violations) - MAX_REPORTED_FAULTS + 1
+            violations = [
+                *violations[: MAX_REPORTED_FAULTS - 1],
+                FieldViolation(violations[-1].field, f"and {rest} more faults like the above"),
+            ]
+        if message is None:
+            named = "; ".join(f"{v.field} {v.description}" for v in violations[:_FAULTS_IN_MESSAGE])
+            more = len(violations) - _FAULTS_IN_MESSAGE
+            message = f"invalid request: {named}" + (
+                f" (and {more} more in the details)" if more > 0 else ""
+            )
+        super().__init__(message, reason)
+        self.violations = violations
+
+
+class Unauthenticated(ServiceError):
+    """No acceptable token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    """The caller's role may not do this, or it named someone else's profile."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(ServiceError):
+    """No profile the caller may see."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(ServiceError):
+    """Retrying may succeed: the database could not be reached, did not answer within the
+    call's budget, or refused for now; or the server is shutting down. Nothing was written."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class OutOfTime(ServiceError):
+    """The call's deadline leaves no time for the database: retrying with it cannot help."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(ServiceError):
+    """A bug. The message says nothing more than that."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:
+    """End the call with `error`'s status, message and details, keeping the trailing metadata
+    set before (the request id)."""
+    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
+    if isinstance(error, InvalidArgument) and error.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+    )
+    # abort_with_status replaces the trailing metadata: keep what was set before.
+    earlier = tuple(context.trailing_metadata() or ())
+    await context.abort_with_status(
+        status._replace(trailing_metadata=earlier + tuple(status.trailing_metadata))
+    )
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
