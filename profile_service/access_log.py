@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from profile_service import metrics
+from profile_service import logs, metrics
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger("profile_service.access")
@@ -91,7 +91,11 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
             _ANNOTATIONS.reset(token)
             seconds = time.perf_counter() - started
             metrics.observe_call(short_name, code.name, seconds)
-            if log_ok or code is not grpc.StatusCode.OK:
+            failed = code is not grpc.StatusCode.OK
+            dropped = logs.FAILED_CALL_LINES.take() if failed else 0
+            if (log_ok or failed) and dropped is not None:
+                if dropped:
+                    notes["dropped_before"] = str(dropped)
                 _LOGGER.info(
                     "call",
                     extra={

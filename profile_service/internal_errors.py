@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc.aio
 
-from profile_service import errors
+from profile_service import errors, logs
 from profile_service.errors import Internal
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
@@ -31,7 +31,8 @@ class InternalErrorInterceptor(UnaryInterceptor):
                 # context.abort() raises too, after setting the status: that one is deliberate.
                 if context.code() is not None:
                     raise
-                _LOGGER.error("unexpected %s in %s", type(exc).__name__, method)
+                if logs.FAILED_CALL_LINES.take() is not None:
+                    _LOGGER.error("unexpected %s in %s", type(exc).__name__, method)
                 await errors.abort(context, Internal("internal error", "INTERNAL"))
 
         return handle

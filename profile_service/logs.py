@@ -3,6 +3,8 @@
 import logging
 import re
 import sys
+import threading
+import time
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -45,3 +47,33 @@ def redact_grpc_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactTokens) for f in logger.filters):
             logger.addFilter(_RedactTokens())
+
+
+class LineBudget:
+    """At most `burst` lines at once, refilled at `per_second`: a client that fails calls on
+    purpose cannot flood the logs. The next line let through says how many were dropped."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self._rate = per_second
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """None if this line must be dropped; else how many were dropped before it."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens < 1:
+                self._dropped += 1
+                return None
+            self._tokens -= 1
+            dropped, self._dropped = self._dropped, 0
+            return dropped
+
+
+# Lines about failed calls (the access log's, unexpected errors'), shared by both.
+FAILED_CALL_LINES = LineBudget(per_second=50, burst=100)

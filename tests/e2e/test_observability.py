@@ -1,9 +1,11 @@
 """Metrics move with the calls; logs carry no secrets; keys can rotate without refusing callers."""
 
 import logging
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 import psycopg
@@ -140,3 +142,31 @@ def test_current_and_previous_keys_are_both_accepted(
     token = tokens.mint(secret, role="authenticated", sub=str(uuid.uuid4()))
     error = rpc_error(lambda: rotating_stub.Get(pb.GetRequest(), metadata=bearer(token), timeout=5))
     assert error.code() == code
+
+
+def test_a_flood_of_failed_calls_cannot_flood_the_log(
+    stub, running_server: server.RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="profile_service.access")
+    key = ("profile_requests_total", (("code", "UNAUTHENTICATED"), ("method", "Get")))
+    counted = scrape(running_server.metrics_port).get(key, 0.0)  # type: ignore[arg-type]
+    time.sleep(2.5)  # the log's budget refills after the other tests' failures
+    before = len(caplog.records)
+    # 400 failed calls (no token) as fast as 8 threads can make them: well over the 50 lines a
+    # second that the failed-call log allows after its burst of 100.
+    with futures.ThreadPoolExecutor(max_workers=8) as pool:
+        errors = list(pool.map(lambda _: rpc_error(lambda: stub.Get(pb.GetRequest())), range(400)))
+    assert {e.code() for e in errors} == {grpc.StatusCode.UNAUTHENTICATED}
+    time.sleep(1.0)
+    rpc_error(lambda: stub.Get(pb.GetRequest()))  # after a pause: logged, with what was dropped
+
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records[before:] if getattr(r, "code", "") == "UNAUTHENTICATED"]
+
+    # Every call is either a line or counted in the next line's dropped_before.
+    assert wait_for(lambda: sum(1 + int(getattr(r, "dropped_before", 0)) for r in lines()) == 401)
+    assert len(lines()) < 300
+    assert any(int(getattr(r, "dropped_before", 0)) > 0 for r in lines())
+    # The metrics count every call all the same.
+    after = scrape(running_server.metrics_port).get(key, 0.0)  # type: ignore[arg-type]
+    assert after == counted + 401
