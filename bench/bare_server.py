@@ -21,7 +21,7 @@ import grpc
 from bench.payloads import constant_profile
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.server import schedule_as_batch
+from profile_service.lifecycle import schedule_as_batch
 
 
 class _SyncServicer(pb_grpc.ProfileServiceServicer):
@@ -98,7 +98,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.sched_batch:
-        # Before any thread starts, as the service does it (profile_service.server.serve).
+        # Before any thread starts, as the service does it (profile_service.lifecycle.run).
         schedule_as_batch()
     answer = constant_profile()
     if args.kind == "sync":

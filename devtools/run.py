@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from devtools import database as devdb
-from profile_service import logs, migrate, server, tokens
+from profile_service import cli, logs, migrate, tokens
 from profile_service.config import Settings
 
 DEV_DATABASE = "profile_dev"
@@ -69,7 +69,7 @@ def main() -> int:
     logs.configure(settings.log_level)
     grpcurl = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "grpcurl"))
     print(grpcurl_commands(settings.grpc_port, grpcurl, env["JWT_SECRET"]), flush=True)
-    return server.serve(settings)
+    return cli.serve(settings)
 
 
 if __name__ == "__main__":

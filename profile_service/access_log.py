@@ -8,7 +8,6 @@ Never the token, the `sub`, or any profile field (GDPR). The request id comes fr
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import time
@@ -17,21 +16,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from profile_service import logs, metrics
+from profile_service import call_notes, logs, metrics
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger("profile_service.access")
 _REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID = 128
-
-_ANNOTATIONS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("call_annotations")
-
-
-def annotate(key: str, value: str) -> None:
-    """Add a field to the current call's log line (used by auth for the caller's role)."""
-    notes = _ANNOTATIONS.get(None)
-    if notes is not None:
-        notes[key] = value
 
 
 class AccessLogInterceptor(UnaryInterceptor):
@@ -73,38 +63,48 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
         started = time.perf_counter()
         request_id = _request_id(context)
         context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
-        notes: dict[str, str] = {}
-        token = _ANNOTATIONS.set(notes)
         code = grpc.StatusCode.UNKNOWN
-        try:
-            response = await behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK
-            return response
-        except asyncio.CancelledError:
-            # The caller cancelled, or its deadline passed: gRPC cancels the handler.
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            _ANNOTATIONS.reset(token)
-            seconds = time.perf_counter() - started
-            metrics.observe_call(short_name, code.name, seconds)
-            failed = code is not grpc.StatusCode.OK
-            dropped = logs.FAILED_CALL_LINES.take() if failed else 0
-            if (log_ok or failed) and dropped is not None:
-                if dropped:
-                    notes["dropped_before"] = str(dropped)
-                _LOGGER.info(
-                    "call",
-                    extra={
-                        "request_id": request_id,
-                        "method": method,
-                        "code": code.name,
-                        "latency_ms": round(seconds * 1000, 3),
-                        **notes,
-                    },
-                )
+        with call_notes.collecting() as notes:
+            try:
+                response = await behavior(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except asyncio.CancelledError:
+                # The caller cancelled, or its deadline passed: gRPC cancels the handler.
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                _log_and_count(method, short_name, request_id, code, started, notes, log_ok)
 
     return handle
+
+
+def _log_and_count(
+    method: str,
+    short_name: str,
+    request_id: str,
+    code: grpc.StatusCode,
+    started: float,
+    notes: dict[str, str],
+    log_ok: bool,
+) -> None:
+    seconds = time.perf_counter() - started
+    metrics.observe_call(short_name, code.name, seconds)
+    failed = code is not grpc.StatusCode.OK
+    dropped = logs.FAILED_CALL_LINES.take() if failed else 0
+    if (log_ok or failed) and dropped is not None:
+        if dropped:
+            notes["dropped_before"] = str(dropped)
+        _LOGGER.info(
+            "call",
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "code": code.name,
+                "latency_ms": round(seconds * 1000, 3),
+                **notes,
+            },
+        )

@@ -21,7 +21,7 @@ import grpc
 import grpc.aio
 import jwt
 
-from profile_service import access_log, errors
+from profile_service import call_notes, errors
 from profile_service.config import Settings
 from profile_service.errors import PermissionDenied, ServiceError, Unauthenticated
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
@@ -204,7 +204,7 @@ class AuthInterceptor(UnaryInterceptor):
                 caller = verifier.verify(bearer_token(context.invocation_metadata()))
             except ServiceError as exc:
                 await errors.abort(context, exc)
-            access_log.annotate("role", caller.role)
+            call_notes.note("role", caller.role)
             token = _CALLER.set(caller)
             try:
                 return await behavior(request, context)

@@ -17,17 +17,32 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def serve(settings: Settings) -> int:
+    """`profile-service serve`: check what can be checked once, then one server process, or
+    settings.workers of them (workers.py); the exit code."""
+    from profile_service import lifecycle, startup_check, workers
+
+    # Once here, so that a refusal is one message and exit code 2, not one per worker.
+    startup_check.check_ports(
+        {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
+    )
+    if settings.workers > 1:
+        startup_check.check_database_at_start_up(settings)
+        return workers.supervise(settings)
+    return lifecycle.run(settings)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from profile_service import logs, server, startup_check
+    from profile_service import logs, startup_check
 
     settings = Settings.from_env()
     if args.workers is not None:
         settings = dataclasses.replace(settings, workers=args.workers)
     logs.configure(settings.log_level)
     try:
-        return server.serve(settings)
+        return serve(settings)
     except (startup_check.UnsafeDatabaseRole, startup_check.PortTaken) as exc:
         print(f"profile-service: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""Assembly: pool, interceptors, API, health and reflection on a grpc.aio server; SIGTERM
-drains, then exits 0.
+"""Assembly: pool, interceptors, API, health and reflection on a grpc.aio server, and its
+orderly stop (lifecycle.py decides when).
 
 The server is asyncio's: a call waiting for its request, or for the database, holds a
 coroutine, not a thread, so neither stalled clients nor a frozen database can starve the other
@@ -9,10 +9,8 @@ event loop runs in a thread of its own; the main thread only waits for a stop si
 
 import asyncio
 import logging
-import os
-import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -96,13 +94,6 @@ class RunningServer:
                 self.metrics_server.server_close()
 
 
-def _check_database_at_start_up(settings: Settings) -> None:
-    # At least 10 s: a database restarting beside us gets time to come up.
-    startup_check.check_database(
-        settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0)
-    )
-
-
 def start(
     settings: Settings, *, host: str = "[::]", serve_metrics: bool = True, reuse_port: bool = False
 ) -> RunningServer:
@@ -111,7 +102,7 @@ def start(
     `reuse_port` lets several worker processes share the port; `serve_metrics` is off in
     workers, whose parent serves their sum.
     """
-    _check_database_at_start_up(settings)
+    startup_check.check_database_at_start_up(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
@@ -221,57 +212,3 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
     ]
-
-
-def serve(
-    settings: Settings, *, worker: bool = False, on_serving: Callable[[], None] = lambda: None
-) -> int:
-    """Serve until SIGTERM or SIGINT; drain in-flight calls; return the exit code (0).
-
-    With settings.workers > 1, supervises that many worker processes instead (workers.py).
-    `on_serving` is called once the server serves.
-    """
-    if not worker:
-        # Once here, so that a refusal is one message and exit code 2, not one per worker.
-        startup_check.check_ports(
-            {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
-        )
-    if settings.workers > 1 and not worker:
-        from profile_service import workers
-
-        _check_database_at_start_up(settings)
-        return workers.supervise(settings)
-    # Blocked before any thread starts, so every thread inherits the mask and only sigwait()
-    # below receives them. With a Python handler instead, the kernel may deliver the signal to
-    # one of gRPC's busy threads while the main thread sleeps in a lock that it never
-    # interrupts: under load a worker then missed SIGTERM (seen in the bench).
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    if settings.sched_batch:
-        schedule_as_batch()
-    running = start(settings, serve_metrics=not worker, reuse_port=worker)
-    on_serving()
-    received = signal.sigwait(stop_signals)
-    _LOGGER.info(
-        "%s: draining calls for up to %.0fs",
-        signal.Signals(received).name,
-        settings.shutdown_grace_seconds,
-    )
-    running.stop(settings.shutdown_grace_seconds)
-    _LOGGER.info("stopped")
-    return 0
-
-
-def schedule_as_batch() -> None:
-    """Put this thread, and so every thread started after it, under SCHED_BATCH.
-
-    Our threads take turns on one interpreter lock. Under the default policy a thread woken by
-    the network or the database preempts the running one, usually only to wait for the lock
-    that one holds: a context switch for nothing. SCHED_BATCH tasks do not preempt on wake-up
-    and keep normal priority. Measured with make bench's servers (one core): a third fewer
-    context switches per call, and 5-15 % more calls per second. No privilege is needed.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids it
-        _LOGGER.warning("SCHED_BATCH not applied (%s); running under the default policy", exc)

@@ -8,7 +8,7 @@ import grpc.aio
 import psycopg
 from google.protobuf import struct_pb2
 
-from profile_service import access_log, errors
+from profile_service import call_notes, errors
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
@@ -159,4 +159,4 @@ def _note_sqlstate(exc: Exception) -> None:
     operators see why (disk full, read-only) and never the error's text, which may hold data."""
     cause = exc.__cause__
     if isinstance(cause, psycopg.Error) and cause.sqlstate:
-        access_log.annotate("sqlstate", cause.sqlstate)
+        call_notes.note("sqlstate", cause.sqlstate)

@@ -11,6 +11,7 @@ import socket
 import psycopg
 
 from profile_service import db
+from profile_service.config import Settings
 
 
 class UnsafeDatabaseRole(Exception):
@@ -23,6 +24,12 @@ class DatabaseUnreachable(Exception):
 
 class PortTaken(Exception):
     """A port the server must listen on is in use."""
+
+
+def check_database_at_start_up(settings: Settings) -> None:
+    """check_database on DATABASE_URL, waiting at least 10 s: a database restarting beside us
+    gets time to come up."""
+    check_database(settings.database_url, timeout=max(settings.db_timeout_seconds, 10.0))
 
 
 def check_ports(ports: dict[str, int]) -> None:

@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 
-from profile_service import metrics
+from profile_service import lifecycle, logs, metrics
 from profile_service.config import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,10 +31,8 @@ def _worker_main(settings: Settings, cpu: int | None, serving: EventType) -> Non
         # process whose threads the kernel moves between cores pays for the GIL travelling
         # with them (measured: 2 unpinned workers were slower than 1 on 2 cores).
         os.sched_setaffinity(0, {cpu})
-    from profile_service import logs, server
-
     logs.configure(settings.log_level)
-    raise SystemExit(server.serve(settings, worker=True, on_serving=serving.set))
+    raise SystemExit(lifecycle.run(settings, worker=True, on_serving=serving.set))
 
 
 def supervise(settings: Settings) -> int:

@@ -20,7 +20,7 @@ from profile_service import tokens
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env, wait_for
-from tests.e2e.test_faults import SERVING, _free_port, _health
+from tests.e2e.probes import SERVING, free_port, health
 
 CLI = str(Path(sys.executable).parent / "profile-service")
 
@@ -197,7 +197,7 @@ def test_serve_exits_1_naming_the_problem_when_the_database_is_unreachable() -> 
 def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
     test_db: ThrowawayDatabase, setting: str, policy: int
 ) -> None:
-    env = server_env(test_db.service_url, GRPC_PORT=str(_free_port()), SCHED_BATCH=setting)
+    env = server_env(test_db.service_url, GRPC_PORT=str(free_port()), SCHED_BATCH=setting)
     with _serving_command(env) as process:
         threads = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
         # gRPC's, the connection pool's and the health checker's threads are all running.
@@ -214,8 +214,8 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
     count = len(cpus) if workers == "match" else len(cpus) + 1
     env = server_env(
         test_db.service_url,
-        GRPC_PORT=str(_free_port()),
-        METRICS_PORT=str(_free_port()),
+        GRPC_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         WORKERS=str(count),
     )
     with _serving_command(env) as process:
@@ -238,7 +238,7 @@ def _serving_command(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{env['GRPC_PORT']}") as channel:
-            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            assert wait_for(lambda: health(channel) == SERVING, timeout=20)
         yield process
     finally:
         process.terminate()
@@ -267,8 +267,8 @@ def test_a_stop_while_workers_start_is_a_clean_stop(
 ) -> None:
     env = server_env(
         test_db.service_url,
-        GRPC_PORT=str(_free_port()),
-        METRICS_PORT=str(_free_port()),
+        GRPC_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         WORKERS="2",
     )
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
@@ -307,8 +307,8 @@ def test_serve_refuses_a_taken_port_in_one_line(
         env = server_env(
             test_db.service_url,
             WORKERS=workers,
-            GRPC_PORT=str(_free_port()),
-            METRICS_PORT=str(_free_port()),
+            GRPC_PORT=str(free_port()),
+            METRICS_PORT=str(free_port()),
         )
         result = _run("serve", **{**env, setting: str(port)})
     assert result.returncode == 2

@@ -13,7 +13,7 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import rpc_error, server_env, serving, user, wait_for
-from tests.e2e.test_faults import NOT_SERVING, SERVING, _health
+from tests.e2e.probes import NOT_SERVING, SERVING, health
 
 
 def _logged_sqlstate(caplog: pytest.LogCaptureFixture, method: str) -> str | None:
@@ -43,13 +43,13 @@ def test_a_read_only_database_refuses_writes_as_unavailable_and_says_so_in_healt
         assert wait_for(lambda: _logged_sqlstate(caplog, "/Upsert") == "25006")
         # Reads go on, so the pod stays ready; the `writes` status tells operators.
         assert stub.Get(pb.GetRequest(), metadata=user(sub), timeout=5).age == 30
-        assert _health(channel) == SERVING
-        assert wait_for(lambda: _health(channel, "writes") == NOT_SERVING)
+        assert health(channel) == SERVING
+        assert wait_for(lambda: health(channel, "writes") == NOT_SERVING)
     assert admin.execute("SELECT age FROM profile.profiles").fetchone() == (30,)
 
 
 def test_writes_status_is_serving_on_a_writable_database(channel: grpc.Channel) -> None:
-    assert wait_for(lambda: _health(channel, "writes") == SERVING)
+    assert wait_for(lambda: health(channel, "writes") == SERVING)
 
 
 def test_a_full_disk_is_unavailable_naming_the_cause_not_the_connection(

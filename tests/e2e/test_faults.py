@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,25 +13,13 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
+from tests.e2e.probes import NOT_SERVING, SERVING, free_port, health, scrape
 from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
-from tests.e2e.test_observability import scrape
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def _health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -> int:
-    try:
-        request = health_pb2.HealthCheckRequest(service=service)
-        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status
-    except grpc.RpcError:
-        return -1
 
 
 @pytest.fixture
@@ -59,13 +46,13 @@ def test_database_outage_is_unavailable_within_deadline_then_recovers(
         # UNAVAILABLE, not DEADLINE_EXCEEDED: the server answered within the caller's deadline.
         error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1.5))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert wait_for(lambda: _health(channel) == NOT_SERVING)
-    assert _health(channel, "") == NOT_SERVING  # overall health follows the database too
-    assert _health(channel, "liveness") == SERVING  # unready, but not to be restarted
+    assert wait_for(lambda: health(channel) == NOT_SERVING)
+    assert health(channel, "") == NOT_SERVING  # overall health follows the database too
+    assert health(channel, "liveness") == SERVING  # unready, but not to be restarted
 
     proxy.restore()
-    assert wait_for(lambda: _health(channel) == SERVING)
-    assert _health(channel, "") == SERVING
+    assert wait_for(lambda: health(channel) == SERVING)
+    assert health(channel, "") == SERVING
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
@@ -82,11 +69,11 @@ def test_a_database_that_hangs_turns_health_not_serving_then_recovers(
     proxy.freeze()
     error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=1))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert wait_for(lambda: _health(channel) == NOT_SERVING)
-    assert _health(channel, "liveness") == SERVING
+    assert wait_for(lambda: health(channel) == NOT_SERVING)
+    assert health(channel, "liveness") == SERVING
 
     proxy.thaw()
-    assert wait_for(lambda: _health(channel) == SERVING)
+    assert wait_for(lambda: health(channel) == SERVING)
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
@@ -111,16 +98,10 @@ def _a_user_aged_30(stub: pb_grpc.ProfileServiceStub) -> uuid.UUID:
     return sub
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
     test_db: ThrowawayDatabase, tmp_path: Path
 ) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         **server_env(
@@ -136,7 +117,7 @@ def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            assert wait_for(lambda: health(channel) == SERVING, timeout=20)
             stub = pb_grpc.ProfileServiceStub(channel)
             sub = _a_user_aged_30(stub)
             results: list[object] = []

@@ -16,7 +16,7 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.server import RunningServer
 from tests.e2e.conftest import SECRET, bearer, rpc_error, wait_for
-from tests.e2e.test_faults import SERVING, _free_port, _health
+from tests.e2e.probes import SERVING, free_port, health
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
@@ -61,7 +61,7 @@ def test_the_commands_make_run_prints_work_when_pasted(
 
 
 def test_make_run_serves_with_the_development_secret_it_prints() -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {**os.environ, "GRPC_PORT": str(port), "METRICS_PORT": str(metrics_port), "WORKERS": "1"}
     env.pop("JWT_SECRET", None)
     process = subprocess.Popen(
@@ -86,7 +86,7 @@ def test_make_run_serves_with_the_development_secret_it_prints() -> None:
         assert f"JWT_SECRET={DEV_JWT_SECRET} " in printed
         (token,) = re.findall(r"export SERVICE_TOKEN=(\S+)", printed)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert wait_for(lambda: _health(channel) == SERVING, timeout=20)
+            assert wait_for(lambda: health(channel) == SERVING, timeout=20)
             # A read of nobody's profile: the token is accepted (NOT_FOUND, not UNAUTHENTICATED)
             # and the developer's database is left as it was.
             request = pb.GetRequest(owner_id=str(uuid.uuid4()))

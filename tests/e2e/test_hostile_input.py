@@ -13,8 +13,8 @@ import pytest
 
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user, wait_for
+from tests.e2e.probes import scrape
 from tests.e2e.raw_h2 import call, frame
-from tests.e2e.test_observability import scrape
 
 GET = "/profile.v1.ProfileService/Get"
 UPSERT = "/profile.v1.ProfileService/Upsert"

@@ -2,7 +2,6 @@
 
 import logging
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
@@ -10,24 +9,13 @@ from concurrent import futures
 import grpc
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from profile_service import server, tokens
 from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import bearer, rpc_error, server_env, service, serving, user, wait_for
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample on /metrics: (name, sorted labels) → value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.e2e.probes import scrape
 
 
 def test_metrics_count_calls_latency_pool_and_purges(

@@ -26,9 +26,8 @@ from tests.e2e.conftest import (
     user,
     wait_for,
 )
+from tests.e2e.probes import NOT_SERVING, SERVING, health, scrape
 from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
-from tests.e2e.test_faults import NOT_SERVING, SERVING, _health
-from tests.e2e.test_observability import scrape
 
 HEALTH_NAMES = ("", "profile.v1.ProfileService", "liveness")
 
@@ -73,7 +72,7 @@ def test_a_thousand_stalled_calls_leave_gets_and_health_served(
         assert stalled.stdout is not None and stalled.stdout.readline().strip() == "held"
         loaded = _get_latencies(stub, md, 200)
         for name in HEALTH_NAMES:
-            assert _health(channel, name) == SERVING, name
+            assert health(channel, name) == SERVING, name
         assert stalled.poll() is None, "the stalled client must still hold its calls"
     finally:
         stalled.communicate(input="", timeout=30)
@@ -116,9 +115,9 @@ def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_
         # database, liveness stays SERVING so the pod is not restarted.
         time.sleep(0.3)
         for name in HEALTH_NAMES:
-            assert _health(channel, name) != -1, name
-        assert _health(channel, "liveness") == SERVING
-        assert wait_for(lambda: _health(channel) == NOT_SERVING)
+            assert health(channel, name) != -1, name
+        assert health(channel, "liveness") == SERVING
+        assert wait_for(lambda: health(channel) == NOT_SERVING)
         errors = [call.result() for call in calls]
     # Answered by the service before the deadline, as retryable: not DEADLINE_EXCEEDED.
     assert {error.code() for error in errors} == {grpc.StatusCode.UNAVAILABLE}
@@ -126,7 +125,7 @@ def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_
     reasons = {error_reason(error)[0] for error in errors}
     assert reasons == {"DATABASE_NOT_ANSWERING", "DATABASE_POOL_EXHAUSTED"}
     proxy.thaw()
-    assert wait_for(lambda: _health(channel) == SERVING)
+    assert wait_for(lambda: health(channel) == SERVING)
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
@@ -137,7 +136,7 @@ def test_while_the_database_refuses_connections_calls_fail_at_once(
     stub = pb_grpc.ProfileServiceStub(channel)
     _, md = _saved_user(stub)
     proxy.cut()
-    assert wait_for(lambda: _health(channel) == NOT_SERVING)
+    assert wait_for(lambda: health(channel) == NOT_SERVING)
     for timeout in (5.0, None):  # with a deadline, and without one
         started = time.monotonic()
         error = rpc_error(lambda t=timeout: stub.Get(pb.GetRequest(), metadata=md, timeout=t))
@@ -149,7 +148,7 @@ def test_while_the_database_refuses_connections_calls_fail_at_once(
         assert error_reason(error)[0] == "DATABASE_UNREACHABLE"
         assert time.monotonic() - started < 1.0
     proxy.restore()
-    assert wait_for(lambda: _health(channel) == SERVING)
+    assert wait_for(lambda: health(channel) == SERVING)
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
@@ -172,7 +171,7 @@ def test_after_repeated_outages_the_service_is_back_in_two_seconds_with_a_full_p
 
     for _ in range(4):
         proxy.cut()
-        assert wait_for(lambda: _health(channel) == NOT_SERVING)
+        assert wait_for(lambda: health(channel) == NOT_SERVING)
         # Long enough for psycopg_pool's doubling retry delay to have grown (1, 2, 4 s).
         time.sleep(4)
         proxy.restore()
@@ -202,7 +201,7 @@ def test_a_call_arriving_while_the_server_drains_is_unavailable(
             stopping = threading.Thread(target=running.stop, args=(5,))
             stopping.start()
             try:
-                assert wait_for(lambda: _health(channel) != SERVING)
+                assert wait_for(lambda: health(channel) != SERVING)
                 # The in-flight call keeps the server draining; a new one is refused, with a
                 # status a client retries elsewhere.
                 error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=2))
