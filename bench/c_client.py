@@ -11,22 +11,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench import packages
-
 SOURCE = Path(__file__).resolve().parent / "h2_client.c"
 BINARY = Path(__file__).resolve().parent / "build" / "h2_client"
 _HEADER = Path("/usr/include/nghttp2/nghttp2.h")
 
 
-def build(install: bool) -> tuple[str | None, str]:
+def build() -> tuple[str | None, str]:
     """The client's path (built now if missing or older than its source), or None and why."""
     if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
         return str(BINARY), "built before"
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler"
-    if not _HEADER.exists() and not (install and packages.apt_install("libnghttp2-dev")):
-        return None, "libnghttp2-dev is not installed"
+    if not _HEADER.exists():
+        return None, "libnghttp2's headers are missing (Debian: apt-get install libnghttp2-dev)"
     BINARY.parent.mkdir(exist_ok=True)
     done = subprocess.run(
         [compiler, "-O2", "-o", str(BINARY), str(SOURCE), "-lnghttp2"],

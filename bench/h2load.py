@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import packages
 from bench.payloads import GRPC_TIMEOUT_HEADER, METHODS, REQUESTS, grpc_frame
 from bench.procs import Meter, Processes
 
@@ -50,9 +49,8 @@ def find() -> str | None:
     return shutil.which("h2load")
 
 
-def install() -> str | None:
-    """Install nghttp2-client with apt-get (as root); return h2load's path, or None."""
-    return find() if packages.apt_install("nghttp2-client") else None
+# What to tell a user whose machine has no h2load: the bench installs nothing itself.
+INSTALL_HINT = "h2load comes with nghttp2 (Debian: apt-get install nghttp2-client)"
 
 
 def split(concurrency: int, procs: int) -> list[int]:

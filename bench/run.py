@@ -106,9 +106,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="for Get and the bare servers' Upsert: h2load (installed if missing) or the "
         "Python client; auto: h2load if it can be had",
     )
-    parser.add_argument(
-        "--no-install", action="store_true", help="never apt-get install nghttp2-client"
-    )
     parser.add_argument("--h2load-procs", type=int, default=8, help="h2load processes per cell")
     parser.add_argument("--bare-threads", type=int, default=16, help="bare sync server's threads")
     parser.add_argument("--server-cpus", default="0", help="CPUs of a one-worker server")
@@ -337,13 +334,12 @@ class Bench:
         if self.args.loadgen == "python":
             return "python"
         exe = h2load.find()
-        if exe is None and not self.args.no_install:
-            say("h2load missing: installing nghttp2-client (apt-get)")
-            exe = h2load.install()
         if exe is None:
             if self.args.loadgen == "h2load":
-                raise SystemExit("h2load is not installed and could not be installed")
-            say("  h2load unavailable: the Python client drives every cell")
+                raise SystemExit(f"h2load is not installed: {h2load.INSTALL_HINT}")
+            say(
+                f"  h2load unavailable ({h2load.INSTALL_HINT}): the Python client drives every cell"
+            )
             return "python"
         self.h2load = h2load.H2Load(exe, self.args.loadgen_cpus, self.processes)
         return "h2load"
@@ -352,7 +348,7 @@ class Bench:
         """The C client for token-per-call cells, built if need be; None: the Python one."""
         if self.args.loadgen == "python":
             return None
-        exe, how = c_client.build(install=not self.args.no_install)
+        exe, how = c_client.build()
         if exe is None:
             say(f"  C client unavailable ({how}): the Python client drives Upsert")
         return exe
