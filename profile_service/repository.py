@@ -14,22 +14,20 @@ from typing import Any
 
 from profile_service.auth import Caller
 from profile_service.db import Query, Statement, Value
+from profile_service.fields import FIELDS, Field
 
 # A profile as JSON: ids as text, timestamps as integer microseconds, null for unset.
 Row = dict[str, Any]
 
-_MICROS = "(extract(epoch FROM {0}) * 1000000)::int8"
-_AS_JSON = (
-    "SELECT json_build_object("
-    "'id', id, 'owner_id', owner_id, 'age', age, 'sex', sex, 'height_cm', height_cm, "
-    "'weight_kg', weight_kg, 'experience_level', experience_level, "
-    "'limitations', limitations, 'primary_goal', primary_goal, "
-    "'available_equipment', available_equipment, 'session_length', session_length, "
-    "'generation_params', generation_params, "
-    f"'created_at', {_MICROS.format('created_at')}, "
-    f"'updated_at', {_MICROS.format('updated_at')}, "
-    f"'deleted_at', {_MICROS.format('deleted_at')})::text"
-)
+
+def _as_json(field: Field) -> str:
+    if field.kind == "timestamp":
+        return f"'{field.name}', (extract(epoch FROM {field.name}) * 1000000)::int8"
+    return f"'{field.name}', {field.name}"
+
+
+# Every field of the table (fields.py), by name; the names are fixed identifiers, not input.
+_AS_JSON = f"SELECT json_build_object({', '.join(_as_json(f) for f in FIELDS)})::text"
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
 GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.

@@ -13,16 +13,17 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
 from profile_service.errors import ServiceError
+from profile_service.fields import FIELDS, of_kind
 from profile_service.repository import Row
 from profile_service.service import ProfileService
-from profile_service.validation import (
-    INT_RANGES,
-    TEXT_LIMITS,
-    WRITABLE_FIELDS,
-)
+from profile_service.validation import WRITABLE_FIELDS
 
-_OPTIONAL_SCALARS = (*INT_RANGES, *TEXT_LIMITS)
-_TIMESTAMPS = ("created_at", "updated_at", "deleted_at")
+# The field table (fields.py) by how a field crosses between proto and row.
+_SCALARS = tuple(f.name for f in FIELDS if f.kind in ("int", "text"))  # `optional` in the proto
+_IDS = tuple(f.name for f in of_kind("uuid"))
+_LISTS = tuple(f.name for f in of_kind("text_list"))
+_JSONS = tuple(f.name for f in of_kind("json"))
+_TIMESTAMPS = tuple(f.name for f in of_kind("timestamp"))
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -83,21 +84,21 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
 
 def values_from_profile(
-    profile: pb.Profile, fields: frozenset[str] = frozenset(WRITABLE_FIELDS)
+    profile: pb.Profile, names: frozenset[str] = frozenset(WRITABLE_FIELDS)
 ) -> dict[str, Any]:
-    """The writable `fields` of a Profile message as column values (None for unset); names
-    that are not writable fields are skipped (validation reports them)."""
+    """The writable fields `names` of a Profile message as column values (None for unset);
+    names that are not writable fields are skipped (validation reports them)."""
     values: dict[str, Any] = {
         name: getattr(profile, name) if profile.HasField(name) else None  # type: ignore[arg-type]
-        for name in _OPTIONAL_SCALARS
-        if name in fields
+        for name in _SCALARS
+        if name in names
     }
-    if "available_equipment" in fields:
-        values["available_equipment"] = list(profile.available_equipment) or None
-    if "generation_params" in fields:
-        values["generation_params"] = (
-            _plain(profile.generation_params) if profile.HasField("generation_params") else None
-        )
+    for name in _LISTS:
+        if name in names:
+            values[name] = list(getattr(profile, name)) or None
+    for name in _JSONS:
+        if name in names:
+            values[name] = _plain(getattr(profile, name)) if profile.HasField(name) else None  # type: ignore[arg-type]
     return values
 
 
@@ -123,22 +124,20 @@ def _plain_value(value: struct_pb2.Value) -> Any:
 
 def profile_from_row(row: Row) -> pb.Profile:
     """A Profile message from a profile row as repository.py returns it."""
-    fields: dict[str, Any] = {
-        name: row[name] for name in _OPTIONAL_SCALARS if row[name] is not None
-    }
+    values: dict[str, Any] = {name: row[name] for name in _SCALARS if row[name] is not None}
+    for name in _IDS:
+        values[name] = row[name]
+    for name in _LISTS:
+        values[name] = row[name] or ()
     for name in _TIMESTAMPS:
         micros = row[name]
         if micros is not None:
             seconds, rest = divmod(micros, 1_000_000)
-            fields[name] = {"seconds": seconds, "nanos": rest * 1000}
-    profile = pb.Profile(
-        id=row["id"],
-        owner_id=row["owner_id"],
-        available_equipment=row["available_equipment"] or (),
-        **fields,
-    )
-    if row["generation_params"] is not None:
-        profile.generation_params.update(row["generation_params"])
+            values[name] = {"seconds": seconds, "nanos": rest * 1000}
+    profile = pb.Profile(**values)
+    for name in _JSONS:
+        if row[name] is not None:
+            getattr(profile, name).update(row[name])
     return profile
 
 

@@ -1,36 +1,34 @@
-"""Input limits and checks. Each fault names the field, as google.rpc.BadRequest wants.
+"""Input checks. Each fault names the field, as google.rpc.BadRequest wants.
 
-The limits are documented in the proto comments and the README; change them together.
+The fields' limits are in fields.py (documented in the proto comments and the README's limits
+table); the request-level ones are here.
 """
 
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from profile_service import fields
 from profile_service.errors import FieldViolation
+from profile_service.fields import Field
 
-# Plausible human ranges (inclusive). Age starts at 13, the youngest age of digital consent.
-INT_RANGES = {"age": (13, 120), "height_cm": (50, 272), "weight_kg": (20, 650)}
-TEXT_LIMITS = {
-    "sex": 32,
-    "experience_level": 64,
-    "limitations": 2000,
-    "primary_goal": 200,
-    "session_length": 32,
-}
-EQUIPMENT_MAX_ITEMS = 50
-EQUIPMENT_ITEM_MAX_CHARS = 100
-GENERATION_PARAMS_MAX_BYTES = 16 * 1024
+# Views of the field table, by what they limit.
+INT_RANGES = {f.name: (f.low, f.high) for f in fields.of_kind("int")}
+TEXT_LIMITS = {f.name: f.max_chars for f in fields.of_kind("text")}
+EQUIPMENT_MAX_ITEMS = fields.BY_NAME["available_equipment"].max_items
+EQUIPMENT_ITEM_MAX_CHARS = fields.BY_NAME["available_equipment"].max_chars
+GENERATION_PARAMS_MAX_BYTES = fields.BY_NAME["generation_params"].max_bytes
 # The largest request gRPC accepts, compressed or not, before any handler or token check runs.
 # The largest valid request is an Upsert with every field at its limit in 4-byte characters and
 # generation_params at its worst protobuf encoding (a list of zeros: 11 bytes for the 4 of
 # "0.0,"): about 73 KiB (tests/e2e/test_request_size.py builds it).
 MAX_REQUEST_BYTES = 88 * 1024
 
-WRITABLE_FIELDS = (*INT_RANGES, *TEXT_LIMITS, "available_equipment", "generation_params")
-OUTPUT_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "deleted_at"})
+WRITABLE_FIELDS = tuple(f.name for f in fields.WRITABLE)
+# owner_id is neither: not writable, and not ignored either (it names whose profile).
+OUTPUT_ONLY_FIELDS = frozenset(f.name for f in fields.FIELDS if not f.writable) - {"owner_id"}
 PURGE_MAX_BATCH = 10_000
 # A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
 PURGE_MAX_RETENTION_DAYS = 36_500
@@ -68,30 +66,27 @@ def check_update_mask(paths: Iterable[str]) -> list[FieldViolation]:
 def check_fields(values: Mapping[str, Any], prefix: str = "profile.") -> list[FieldViolation]:
     """Check writable field values (None means unset); return every violation."""
     faults: list[FieldViolation] = []
-    for name, (low, high) in INT_RANGES.items():
-        number = values.get(name)
-        if number is not None and not low <= number <= high:
-            faults.append(FieldViolation(prefix + name, f"must be between {low} and {high}"))
-    for name, limit in TEXT_LIMITS.items():
-        text = values.get(name)
-        if text is not None:
-            faults += _check_text(prefix + name, text, limit)
-    equipment = values.get("available_equipment") or []
-    if len(equipment) > EQUIPMENT_MAX_ITEMS:
-        faults.append(
-            FieldViolation(
-                prefix + "available_equipment", f"must have at most {EQUIPMENT_MAX_ITEMS} items"
-            )
-        )
-    else:
-        for i, item in enumerate(equipment):
-            path = f"{prefix}available_equipment[{i}]"
-            if not item:
-                faults.append(FieldViolation(path, "must not be empty"))
-            faults += _check_text(path, item, EQUIPMENT_ITEM_MAX_CHARS)
-    params = values.get("generation_params")
-    if params is not None:
-        faults += _check_json(prefix + "generation_params", params)
+    for field in fields.WRITABLE:
+        value = values.get(field.name)
+        if value is not None:
+            faults += _CHECKS[field.kind](prefix + field.name, value, field)
+    return faults
+
+
+def _check_int(path: str, number: int, field: Field) -> list[FieldViolation]:
+    if not field.low <= number <= field.high:
+        return [FieldViolation(path, f"must be between {field.low} and {field.high}")]
+    return []
+
+
+def _check_list(path: str, items: list[str], field: Field) -> list[FieldViolation]:
+    if len(items) > field.max_items:
+        return [FieldViolation(path, f"must have at most {field.max_items} items")]
+    faults = []
+    for i, item in enumerate(items):
+        if not item:
+            faults.append(FieldViolation(f"{path}[{i}]", "must not be empty"))
+        faults += _check_text(f"{path}[{i}]", item, field)
     return faults
 
 
@@ -112,15 +107,15 @@ def check_purge(retention_days: int, batch_size: int, min_retention: int) -> lis
     return faults
 
 
-def _check_text(path: str, text: str, limit: int) -> list[FieldViolation]:
+def _check_text(path: str, text: str, field: Field) -> list[FieldViolation]:
     if "\x00" in text:
         return [FieldViolation(path, "must not contain NUL characters")]
-    if len(text) > limit:
-        return [FieldViolation(path, f"must be at most {limit} characters")]
+    if len(text) > field.max_chars:
+        return [FieldViolation(path, f"must be at most {field.max_chars} characters")]
     return []
 
 
-def _check_json(path: str, params: Mapping[str, Any]) -> list[FieldViolation]:
+def _check_json(path: str, params: Mapping[str, Any], field: Field) -> list[FieldViolation]:
     faults = []
     for where, value in _walk(params, path):
         if isinstance(value, str) and "\x00" in value:
@@ -130,11 +125,17 @@ def _check_json(path: str, params: Mapping[str, Any]) -> list[FieldViolation]:
     if faults:  # json.dumps would refuse the non-finite numbers
         return faults
     size = len(json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > GENERATION_PARAMS_MAX_BYTES:
-        return [
-            FieldViolation(path, f"must be at most {GENERATION_PARAMS_MAX_BYTES} bytes as JSON")
-        ]
+    if size > field.max_bytes:
+        return [FieldViolation(path, f"must be at most {field.max_bytes} bytes as JSON")]
     return []
+
+
+_CHECKS: dict[str, Callable[[str, Any, Field], list[FieldViolation]]] = {
+    "int": _check_int,
+    "text": _check_text,
+    "text_list": _check_list,
+    "json": _check_json,
+}
 
 
 def _walk(value: Any, path: str) -> Iterable[tuple[str, Any]]:

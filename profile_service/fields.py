@@ -1,0 +1,57 @@
+"""The profile's fields, in one table: each field's name, kind and limit.
+
+Validation (validation.py), the proto ↔ row mapping (servicer.py) and the SQL that returns a
+row as JSON (repository.py) are derived from it; a unit test holds it equal to the proto's
+`Profile` and an integration test to the table's columns. A new field is one line here, plus
+the proto, a migration and the README's limits table.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["int", "text", "text_list", "json", "uuid", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of Profile and column of profile.profiles.
+
+    `low`/`high`: an int's inclusive range; `max_chars`: a text's (or a list item's) length;
+    `max_items`: a list's length; `max_bytes`: a JSON value's size as compact JSON.
+    """
+
+    name: str
+    kind: Kind
+    writable: bool = True
+    low: int = 0
+    high: int = 0
+    max_chars: int = 0
+    max_items: int = 0
+    max_bytes: int = 0
+
+
+FIELDS = (
+    Field("id", "uuid", writable=False),
+    Field("owner_id", "uuid", writable=False),  # set from the caller's token, never written
+    # Plausible human ranges. Age starts at 13, the youngest age of digital consent.
+    Field("age", "int", low=13, high=120),
+    Field("sex", "text", max_chars=32),
+    Field("height_cm", "int", low=50, high=272),
+    Field("weight_kg", "int", low=20, high=650),
+    Field("experience_level", "text", max_chars=64),
+    Field("limitations", "text", max_chars=2000),
+    Field("primary_goal", "text", max_chars=200),
+    Field("available_equipment", "text_list", max_items=50, max_chars=100),
+    Field("session_length", "text", max_chars=32),
+    Field("generation_params", "json", max_bytes=16 * 1024),
+    Field("created_at", "timestamp", writable=False),
+    Field("updated_at", "timestamp", writable=False),
+    Field("deleted_at", "timestamp", writable=False),
+)
+BY_NAME = {f.name: f for f in FIELDS}
+WRITABLE = tuple(f for f in FIELDS if f.writable)
+
+
+def of_kind(kind: Kind) -> tuple[Field, ...]:
+    """The fields of one kind, in table order."""
+    return tuple(f for f in FIELDS if f.kind == kind)
