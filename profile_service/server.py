@@ -40,6 +40,7 @@ from profile_service.internal_errors import InternalErrorInterceptor
 from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
+from profile_service.store import ProfileStore
 from profile_service.unary_interceptor import register
 from profile_service.validation import MAX_REQUEST_BYTES
 
@@ -132,13 +133,13 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     monitor = DatabaseHealthMonitor(
         settings.database_url, pool, health_servicer, settings.health_check_interval_seconds
     )
-    service = ProfileService(
+    store = ProfileStore(
         pool,
-        min_retention_days=settings.purge_min_retention_days,
         db_timeout_seconds=settings.db_timeout_seconds,
         database_unreachable=lambda: monitor.unreachable,
         on_database_error=monitor.recheck,
     )
+    service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
     server = grpc.aio.server(options=_server_options(settings, reuse_port))
     # The request path: access log (request id, timing, metrics) → a body that is not protobuf

@@ -1,23 +1,19 @@
 """The use cases. Each decides who may call it, then runs one RLS-scoped transaction.
 
-Errors are the ServiceErrors of errors.py, which also says how they are sent.
+The database is behind `Store` (store.py, or a fake in the unit tests); errors are the
+ServiceErrors of errors.py, which also says how they are sent.
 """
 
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-
-from profile_service import db, deadlines, metrics, repository
+from profile_service import db, metrics, repository
 from profile_service.auth import Caller
 from profile_service.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from profile_service.repository import Row
 from profile_service.validation import (
@@ -32,28 +28,22 @@ T = TypeVar("T")
 DEFAULT_PURGE_BATCH = 1000
 
 
+class Store(Protocol):
+    """The database as the use cases see it."""
+
+    async def run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
+        """Run the query made for the call's commit_by (seconds since the epoch) within the
+        call's budget; raise a ServiceError if the database fails it."""
+        ...
+
+
 class ProfileService:
-    """Get, Upsert, SoftDelete and Purge over a connection pool.
+    """Get, Upsert, SoftDelete and Purge, each one statement on `store`."""
 
-    `database_unreachable()` tells whether the database is known to refuse connections (the
-    health monitor's verdict): calls then answer at once instead of waiting out their budget.
-    `on_database_error()` asks the monitor to look again.
-    """
-
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        *,
-        min_retention_days: int,
-        db_timeout_seconds: float,
-        database_unreachable: Callable[[], bool] = lambda: False,
-        on_database_error: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._pool = pool
+    def __init__(self, store: Store, *, min_retention_days: int) -> None:
+        self._store = store
         self._min_retention_days = min_retention_days
-        self._db_timeout = db_timeout_seconds
-        self._database_unreachable = database_unreachable
-        self._on_database_error = on_database_error
+        self._run = store.run
 
     async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """A user's own active profile, or (service_role) anyone's, deleted ones included."""
@@ -133,57 +123,6 @@ class ProfileService:
             metrics.PURGED.inc(deleted)
             if deleted == 0 or not should_continue():
                 return total
-
-    async def _run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
-        """Run the query made for the call's commit_by, within the call's budget."""
-        budget = deadlines.budget(
-            None if deadline is None else deadline - time.monotonic(), self._db_timeout
-        )
-        if self._database_unreachable():
-            raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
-        try:
-            # getconn/putconn rather than the pool.connection() context manager: same
-            # behaviour, a few microseconds less per call.
-            conn = await self._pool.getconn(timeout=budget.seconds_left())
-            try:
-                return await db.run(conn, query_for(budget.commit_by), budget)
-            finally:
-                await self._pool.putconn(conn)
-        except PoolTimeout as exc:
-            self._on_database_error()
-            raise Unavailable(
-                "no database connection free in time", "DATABASE_POOL_EXHAUSTED"
-            ) from exc
-        except db.NoAnswer as exc:
-            self._on_database_error()
-            raise Unavailable(
-                "the database did not answer in time", "DATABASE_NOT_ANSWERING"
-            ) from exc
-        except psycopg.errors.QueryCanceled as exc:
-            raise Unavailable("database timed out", "DATABASE_TIMEOUT") from exc
-        except psycopg.errors.ReadOnlySqlTransaction as exc:
-            self._on_database_error()
-            raise Unavailable(
-                "the database is read-only for now (a failover?)", "DATABASE_READ_ONLY"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:  # no answer: the connection broke, or none could be made
-                self._on_database_error()
-                raise Unavailable("database unavailable", "DATABASE_UNREACHABLE") from exc
-            # The database answered, and refused for now (class 53: disk full, out of memory,
-            # too many connections; 40: serialization or deadlock; 57: shutting down).
-            if exc.sqlstate.startswith("53"):
-                raise Unavailable(
-                    f"the database is out of resources ({exc.sqlstate})",
-                    "DATABASE_OUT_OF_RESOURCES",
-                ) from exc
-            raise Unavailable(
-                f"the database refused the call ({exc.sqlstate})", "DATABASE_REFUSED"
-            ) from exc
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionDenied(
-                "not allowed by row-level security", "ROW_LEVEL_SECURITY"
-            ) from exc
 
 
 def _require_user(caller: Caller) -> None:

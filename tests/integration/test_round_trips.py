@@ -22,6 +22,7 @@ from profile_service import db, repository
 from profile_service.auth import Caller
 from profile_service.errors import Unavailable
 from profile_service.service import ProfileService
+from profile_service.store import ProfileStore
 from profile_service.validation import WRITABLE_FIELDS
 from tests.conftest import ThrowawayDatabase
 
@@ -86,7 +87,9 @@ def service_and_trace(
             return [line.split("\t")[2] for line in text.splitlines() if line.startswith("F\t")]
 
         try:
-            service = ProfileService(pool, min_retention_days=30, db_timeout_seconds=5)
+            service = ProfileService(
+                ProfileStore(pool, db_timeout_seconds=5), min_retention_days=30
+            )
             yield Traced(service, pool, messages_since_last_call, request.param, run)
         finally:
             run(pool.close())

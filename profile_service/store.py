@@ -1,0 +1,88 @@
+"""The database as the use cases see it (service.Store): one query per call, run on a pooled
+connection within the call's budget, and every psycopg failure turned into the ServiceError a
+caller can act on (errors.py)."""
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from profile_service import db, deadlines
+from profile_service.errors import PermissionDenied, Unavailable
+
+T = TypeVar("T")
+
+
+class ProfileStore:
+    """Runs queries on `pool`.
+
+    `database_unreachable()` tells whether the database is known to refuse connections (the
+    health monitor's verdict): calls then answer at once instead of waiting out their budget.
+    `on_database_error()` asks the monitor to look again.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        db_timeout_seconds: float,
+        database_unreachable: Callable[[], bool] = lambda: False,
+        on_database_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pool = pool
+        self._db_timeout = db_timeout_seconds
+        self._database_unreachable = database_unreachable
+        self._on_database_error = on_database_error
+
+    async def run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
+        """Run the query made for the call's commit_by, within the call's budget."""
+        budget = deadlines.budget(
+            None if deadline is None else deadline - time.monotonic(), self._db_timeout
+        )
+        if self._database_unreachable():
+            raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
+        try:
+            # getconn/putconn rather than the pool.connection() context manager: same
+            # behaviour, a few microseconds less per call.
+            conn = await self._pool.getconn(timeout=budget.seconds_left())
+            try:
+                return await db.run(conn, query_for(budget.commit_by), budget)
+            finally:
+                await self._pool.putconn(conn)
+        except PoolTimeout as exc:
+            self._on_database_error()
+            raise Unavailable(
+                "no database connection free in time", "DATABASE_POOL_EXHAUSTED"
+            ) from exc
+        except db.NoAnswer as exc:
+            self._on_database_error()
+            raise Unavailable(
+                "the database did not answer in time", "DATABASE_NOT_ANSWERING"
+            ) from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise Unavailable("database timed out", "DATABASE_TIMEOUT") from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            self._on_database_error()
+            raise Unavailable(
+                "the database is read-only for now (a failover?)", "DATABASE_READ_ONLY"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # no answer: the connection broke, or none could be made
+                self._on_database_error()
+                raise Unavailable("database unavailable", "DATABASE_UNREACHABLE") from exc
+            # The database answered, and refused for now (class 53: disk full, out of memory,
+            # too many connections; 40: serialization or deadlock; 57: shutting down).
+            if exc.sqlstate.startswith("53"):
+                raise Unavailable(
+                    f"the database is out of resources ({exc.sqlstate})",
+                    "DATABASE_OUT_OF_RESOURCES",
+                ) from exc
+            raise Unavailable(
+                f"the database refused the call ({exc.sqlstate})", "DATABASE_REFUSED"
+            ) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied(
+                "not allowed by row-level security", "ROW_LEVEL_SECURITY"
+            ) from exc

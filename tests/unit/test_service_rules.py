@@ -1,0 +1,109 @@
+"""The use cases' rules with the database faked (service.Store): who may call what, the owner
+rules, validation before any query, the purge loop. No database, network or server."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from profile_service import db
+from profile_service.auth import Caller
+from profile_service.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError
+from profile_service.service import ProfileService
+from profile_service.validation import WRITABLE_FIELDS
+
+EVERYTHING = frozenset(WRITABLE_FIELDS)
+
+
+class FakeStore:
+    """Answers each query with the next of `answers` (None once they run out); keeps them."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.queries: list[db.Query[Any]] = []
+
+    async def run(self, query_for: Callable[[float], db.Query[Any]], deadline: float | None) -> Any:
+        self.queries.append(query_for(time.time() + 5))
+        return self.answers.pop(0) if self.answers else None
+
+
+def _user(sub: str | None = None) -> Caller:
+    sub = sub or str(uuid.uuid4())
+    return Caller("authenticated", sub, json.dumps({"sub": sub}), time.time() + 60)
+
+
+SERVICE = Caller("service_role", None, "{}", time.time() + 60)
+
+
+def _service(store: FakeStore) -> ProfileService:
+    return ProfileService(store, min_retention_days=30)
+
+
+def _fails(call: Any, error: type[ServiceError]) -> ServiceError:
+    with pytest.raises(error) as info:
+        asyncio.run(call)
+    return info.value
+
+
+def test_a_user_reads_only_its_own_profile() -> None:
+    store = FakeStore({"age": 30})
+    me = _user()
+    assert asyncio.run(_service(store).get(me, "", None)) == {"age": 30}
+    assert store.queries[0].params[2] == me.sub  # its own id, though it named none
+    other = str(uuid.uuid4())
+    error = _fails(_service(store).get(me, other, None), PermissionDenied)
+    assert error.reason == "NOT_OWN_PROFILE"
+    assert len(store.queries) == 1  # refused before any query
+
+
+def test_service_role_must_name_an_owner_and_may_not_write() -> None:
+    store = FakeStore()
+    error = _fails(_service(store).get(SERVICE, "", None), InvalidArgument)
+    assert [v.field for v in error.violations] == ["owner_id"]  # type: ignore[attr-defined]
+    error = _fails(_service(store).upsert(SERVICE, "", {}, EVERYTHING, None), PermissionDenied)
+    assert error.reason == "ROLE_NOT_ALLOWED"
+    error = _fails(_service(store).soft_delete(SERVICE, "", None), PermissionDenied)
+    assert store.queries == []
+
+
+def test_bad_values_are_refused_before_any_query() -> None:
+    store = FakeStore()
+    values = {"age": 3, "sex": "x" * 33}
+    error = _fails(_service(store).upsert(_user(), "", values, EVERYTHING, None), InvalidArgument)
+    fields = {v.field for v in error.violations}  # type: ignore[attr-defined]
+    assert fields == {"profile.age", "profile.sex"}
+    assert store.queries == []
+
+
+def test_an_absent_profile_is_not_found() -> None:
+    error = _fails(_service(FakeStore(None)).get(_user(), "", None), NotFound)
+    assert error.reason == "PROFILE_NOT_FOUND"
+
+
+def test_only_service_role_purges() -> None:
+    store = FakeStore()
+    _fails(_service(store).purge(_user(), 0, False, 0, None), PermissionDenied)
+    _fails(_service(store).purge(SERVICE, 29, False, 0, None), InvalidArgument)
+    assert store.queries == []
+
+
+def test_purge_goes_on_until_a_batch_finds_nothing() -> None:
+    store = FakeStore(2, 2, 1, 0)
+    assert asyncio.run(_service(store).purge(SERVICE, 0, False, 2, None)) == 5
+    assert len(store.queries) == 4
+    # The configured minimum, the batch size, and no dry run, in every batch.
+    assert {q.params[1:4] for q in store.queries} == {("30", "2", "false")}
+
+
+def test_a_dry_run_counts_once_and_a_caller_gone_stops_the_loop() -> None:
+    store = FakeStore(7)
+    assert asyncio.run(_service(store).purge(SERVICE, 45, True, 0, None)) == 7
+    assert len(store.queries) == 1 and store.queries[0].params[1:4] == ("45", "1000", "true")
+    store = FakeStore(1000, 1000, 1000)
+    purge = _service(store).purge(SERVICE, 0, False, 0, None, should_continue=lambda: False)
+    assert asyncio.run(purge) == 1000
+    assert len(store.queries) == 1
