@@ -27,9 +27,9 @@ _MAX_REQUEST_ID = 128
 class AccessLogInterceptor(UnaryInterceptor):
     """Times and counts every API call; logs the failed ones, or all.
 
-    Logging every successful call costs about 13 % of Get's throughput (measured with
-    `make bench`: JSON formatting, the handler's lock and a write per line, all under the GIL),
-    so by default only failed calls are logged; the metrics count every call.
+    Logging every successful call costs a noticeable share of Get's throughput (JSON formatting,
+    the handler's lock and a write per line, all under the GIL; figures in bench/README.md), so
+    by default only failed calls are logged; the metrics count every call.
     """
 
     def __init__(self, log_successful_calls: bool = False) -> None:

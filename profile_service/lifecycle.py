@@ -49,8 +49,8 @@ def schedule_as_batch() -> None:
     Our threads take turns on one interpreter lock. Under the default policy a thread woken by
     the network or the database preempts the running one, usually only to wait for the lock
     that one holds: a context switch for nothing. SCHED_BATCH tasks do not preempt on wake-up
-    and keep normal priority. Measured with make bench's servers (one core): a third fewer
-    context switches per call, and 5-15 % more calls per second. No privilege is needed.
+    and keep normal priority: fewer context switches per call (the bench's figures are in
+    bench/README.md). No privilege is needed.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
