@@ -11,8 +11,9 @@ The statements are prepared when the pool opens a connection, and a call runs on
 through libpq's asynchronous API directly (`psycopg.pq`): Bind, Execute and Sync, one round
 trip, no Parse; the event loop waits for the socket. We chose this over psycopg's
 `AsyncCursor.execute` for two reasons: it costs less CPU per call (no adaptation or
-prepared-statement bookkeeping; decision 2 and bench/README.md have the figures), and psycopg answers a cancelled wait by cancelling the query
-and then waiting for the server with no limit, which a frozen database never ends. Here a
+prepared-statement bookkeeping; decision 2 and bench/README.md have the figures), and psycopg
+answers a cancelled wait by cancelling the query and then waiting for the server with no
+limit, which a frozen database never ends. Here a
 call that reaches its `give_up` time closes its connection at once (the pool opens a new
 one) and raises NoAnswer; whatever the database does with the statement later cannot commit,
 since the write functions check the call's `commit_by` at commit (deadlines.py).
