@@ -5,7 +5,6 @@ end, on Ctrl-C and on errors too; all traffic goes to 127.0.0.1.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -13,9 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,155 +20,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import c_client, database, h2load, payloads, procs, profiling, report
+from bench import c_client, clients, database, h2load, payloads, procs, profiling, report, targets
+from bench.options import RESULTS_DIR, parse_args
 from bench.report import RPC_NAMES
+from bench.targets import JWT_SECRET, Target, say
 from devtools import database as devdb
 from profile_service import tokens
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# A development-only signing secret: the bench's server accepts tokens minted with it.
-JWT_SECRET = "bench-only-secret-not-for-any-real-deployment"  # noqa: S105
-# What the real server inherits from us must not change how it verifies tokens.
-_DROPPED_ENV = (
-    "DATABASE_URL",
-    "JWT_SECRET",
-    "JWT_PUBLIC_KEY",
-    "JWT_ALGORITHM",
-    "JWT_AUDIENCE",
-    "WORKERS",
-)
-
-
-@dataclass
-class Target:
-    """A server under load: how to start it, where it runs, and what is known about it."""
-
-    name: str
-    kind: str  # "bare" or "real"
-    command: list[str]
-    cpus: str
-    workers: int = 1
-    pin_workers: bool = False
-    env: dict[str, str] | None = None
-    note: str = ""
-    port: int = 0
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line (see --help)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Benchmark the Profile Service against bare gRPC servers (the ceiling).",
-    )
-    parser.add_argument(
-        "--duration", type=float, default=3.0, help="measured seconds per run of a cell"
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        help="runs per cell; the cell is the fastest run (virtual machines are noisy)",
-    )
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
-    parser.add_argument("--concurrency", default="1,16,64", help="calls in flight, e.g. 1,16,64")
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 1.5 s cells, 0.5 s warm-up"
-    )
-    parser.add_argument("--rpc", default="get,upsert", help="RPCs to load: get,upsert")
-    parser.add_argument(
-        "--targets",
-        default="bare-sync,bare-aio,real",
-        help="servers: bare-sync, bare-aio, real (default: all)",
-    )
-    parser.add_argument(
-        "--workers",
-        default="1,2",
-        help="worker counts for the real server; above 1 only if `serve --help` lists --workers",
-    )
-    parser.add_argument(
-        "--pin-workers",
-        action="store_true",
-        help="also run each multi-worker server with worker i pinned to CPU i (all threads)",
-    )
-    parser.add_argument("--profiles", type=int, default=100_000, help="seeded profiles")
-    parser.add_argument("--get-tokens", type=int, default=1000, help="tokens in the Get pool")
-    parser.add_argument(
-        "--check-calls", type=int, default=200, help="checked Get calls per server (Python client)"
-    )
-    parser.add_argument(
-        "--loadgen",
-        choices=["auto", "h2load", "python"],
-        default="auto",
-        help="for Get and the bare servers' Upsert: h2load (installed if missing) or the "
-        "Python client; auto: h2load if it can be had",
-    )
-    parser.add_argument("--h2load-procs", type=int, default=8, help="h2load processes per cell")
-    parser.add_argument("--bare-threads", type=int, default=16, help="bare sync server's threads")
-    parser.add_argument("--server-cpus", default="0", help="CPUs of a one-worker server")
-    parser.add_argument("--loadgen-cpus", default="1", help="CPUs of the load generator")
-    parser.add_argument(
-        "--no-paired",
-        dest="paired",
-        action="store_false",
-        help="do not alternate each real run with a run of a bare sync reference server",
-    )
-    parser.add_argument(
-        "--reference",
-        choices=("aio", "sync", "fastest"),
-        default="aio",
-        help="kind of the bare server each real run is paired with: the service's own (aio, "
-        "since docs/decisions/0001), sync, or the faster of the two in this run",
-    )
-    parser.add_argument(
-        "--db-cpus",
-        default="",
-        help="CPUs for the real server's PostgreSQL sessions (default: the load generator's; "
-        "'none' leaves them where the kernel puts them)",
-    )
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the real server (repeatable), e.g. DB_POOL_SIZE=16",
-    )
-    parser.add_argument(
-        "--profile",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="after real-1w's cells, sample it with py-spy (--gil) under concurrency 16 for "
-        "SECONDS per RPC; writes bench/results/profile-*.txt (needs `pip install py-spy`)",
-    )
-    parser.add_argument(
-        "--sched",
-        choices=["batch", "default"],
-        default="batch",
-        help="scheduling policy of every server, bare and real alike (the service's SCHED_BATCH "
-        "setting; default: batch, as the service runs by default)",
-    )
-    parser.add_argument("--database", default="profile_bench", help="bench database's name")
-    parser.add_argument(
-        "--keep-database", action="store_true", help="keep the bench database at the end"
-    )
-    parser.add_argument(
-        "--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON results file"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat = 1.5, 0.5, 1
-    args.repeat = max(1, args.repeat)
-    args.db_cpus = args.db_cpus or args.loadgen_cpus
-    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    args.rpc = [r.strip().lower() for r in args.rpc.split(",") if r.strip()]
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
-    bad = [r for r in args.rpc if r not in payloads.METHODS]
-    bad += [t for t in args.targets if t not in ("bare-sync", "bare-aio", "real")]
-    if bad or not args.concurrency or min(args.concurrency) < 1:
-        parser.error(f"bad --rpc, --targets or --concurrency: {bad or args.concurrency}")
-    return args
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -214,6 +68,7 @@ class Bench:
         self.targets: list[Target] = []
         self.complete = False
         self.tmp = Path(tempfile.mkdtemp(prefix="profile-bench-"))
+        self.clients: clients.Clients
         self.logs = RESULTS_DIR / "logs"
         self.get_tokens: list[str] = []
         self.get_tokens_file = self.tmp / "get-tokens.txt"
@@ -257,6 +112,7 @@ class Bench:
         if cpus < 2:
             say("  one CPU only: server and load generator share it")
             args.server_cpus = args.loadgen_cpus = args.db_cpus = "0"
+        self.clients = clients.Clients(self.processes, args.loadgen_cpus, self.tmp)
         self.logs.mkdir(parents=True, exist_ok=True)
         gen = self._load_generator()
         self.c_client = self._token_client()
@@ -265,7 +121,7 @@ class Bench:
         self.db = database.prepare(args.database, args.profiles)
         say(f"  ready in {self.db.seconds:.1f}s (PostgreSQL {self.db.server_version()})")
         self._mint_get_tokens()
-        self.targets = self._plan_targets()
+        self.targets = targets.plan(self.args, targets.server_env(self.args, self.db.service_url))
         failure: BaseException | None = None
         try:
             for target in self.targets:
@@ -367,88 +223,6 @@ class Bench:
         ]
         self.get_tokens_file.write_text("\n".join(self.get_tokens) + "\n")
 
-    def _plan_targets(self) -> list[Target]:
-        args = self.args
-        python = sys.executable
-        planned = []
-        for kind in ("sync", "aio"):
-            if f"bare-{kind}" in args.targets:
-                planned.append(
-                    Target(
-                        name=f"bare-{kind}",
-                        kind="bare",
-                        command=[
-                            python,
-                            "-m",
-                            "bench.bare_server",
-                            "--kind",
-                            kind,
-                            *self._bare_flags(),
-                        ],
-                        cpus=args.server_cpus,
-                    )
-                )
-                if kind == "sync":
-                    planned[-1].command += ["--threads", str(args.bare_threads)]
-        if "real" not in args.targets:
-            return planned
-        serve = [python, "-m", "profile_service", "serve"]
-        has_workers = "--workers" in _serve_help(serve)
-        all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-        for workers in args.workers:
-            if workers > 1 and not has_workers:
-                say(f"real-{workers}w skipped: `profile-service serve --help` has no --workers")
-                continue
-            target = Target(
-                name=f"real-{workers}w",
-                kind="real",
-                command=serve + (["--workers", str(workers)] if has_workers else []),
-                cpus=args.server_cpus if workers == 1 else all_cpus,
-                workers=workers,
-                env=self._server_env(),
-            )
-            if workers > 1:
-                target.note = (
-                    f"{workers} workers on CPUs {all_cpus}, which the load generator "
-                    f"(CPUs {args.loadgen_cpus}) and PostgreSQL share"
-                )
-            planned.append(target)
-            if workers > 1 and args.pin_workers:
-                planned.append(
-                    dataclasses.replace(
-                        target,
-                        name=f"real-{workers}w-pinned",
-                        pin_workers=True,
-                        note=f"{workers} workers, worker i pinned to CPU i (all its threads); "
-                        f"the load generator (CPUs {args.loadgen_cpus}) and PostgreSQL share them",
-                        facts={},
-                    )
-                )
-        return planned
-
-    def _bare_flags(self) -> list[str]:
-        """The bare servers run under the same scheduling policy as the real one."""
-        return ["--sched-batch"] if self.args.sched == "batch" else []
-
-    def _server_env(self) -> dict[str, str]:
-        assert self.db is not None
-        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
-        env.update(
-            DATABASE_URL=self.db.service_url,
-            JWT_SECRET=JWT_SECRET,
-            SHUTDOWN_GRACE_SECONDS="5",
-            # Any free port: a fixed one (the default 9090) may be taken by `make run`.
-            METRICS_PORT="0",
-            PYTHONUNBUFFERED="1",
-            SCHED_BATCH="true" if self.args.sched == "batch" else "false",
-        )
-        for item in self.args.server_env:
-            name, _, value = item.partition("=")
-            env[name] = value
-        return env
-
-    # ---------------------------------------------------------------- one server
-
     def _bench_target(self, target: Target, gen: str) -> None:
         args = self.args
         target.port = procs.free_port()
@@ -509,7 +283,7 @@ class Bench:
                 "--kind",
                 kind,
                 *threads,
-                *self._bare_flags(),
+                *targets.bare_flags(self.args),
             ],
             cpus=self.args.server_cpus,
             port=procs.free_port(),
@@ -567,8 +341,8 @@ class Bench:
             return
         path = self.tmp / "check-tokens.txt"
         path.write_text("\n".join(self.get_tokens[:count]) + "\n")
-        result = self._python_client(
-            target, "get", min(8, count), calls=count, tokens_file=str(path)
+        result = self.clients.python(
+            target.port, "get", min(8, count), calls=count, tokens_file=str(path)
         )
         target.facts["get_check"] = {
             "calls": result["calls"],
@@ -746,8 +520,8 @@ class Bench:
         """A cell where every call carries its own token (the C or the Python client)."""
         args = self.args
         if rpc == "get":
-            return self._python_client(
-                target,
+            return self.clients.python(
+                target.port,
                 rpc,
                 concurrency,
                 warmup=args.warmup,
@@ -769,10 +543,19 @@ class Bench:
         mint = int(max(get_rate, 500.0) * 1.3 * (args.warmup + args.duration)) + 500
         rows_before = self.db.count() if target.kind == "real" and self.db else None
         if self.c_client is not None:
-            result = self._c_client(target, rpc, concurrency, mint, meter)
+            result = self.clients.c(
+                self.c_client,
+                target.port,
+                rpc,
+                concurrency,
+                mint,
+                args.warmup,
+                args.duration,
+                meter,
+            )
         else:
-            result = self._python_client(
-                target,
+            result = self.clients.python(
+                target.port,
                 rpc,
                 concurrency,
                 warmup=args.warmup,
@@ -784,110 +567,3 @@ class Bench:
             # Every OK Upsert of a new owner creates a row; warm-up calls count here too.
             result["rows_created"] = self.db.count() - rows_before
         return result
-
-    def _python_client(
-        self,
-        target: Target,
-        rpc: str,
-        concurrency: int,
-        *,
-        warmup: float = 0.0,
-        duration: float = 0.0,
-        calls: int = 0,
-        tokens_file: str = "",
-        mint: int = 0,
-        meter: procs.Meter | None = None,
-    ) -> dict[str, Any]:
-        spec = {
-            "target": f"127.0.0.1:{target.port}",
-            "rpc": rpc,
-            "concurrency": concurrency,
-            "warmup": warmup,
-            "duration": duration,
-            "calls": calls,
-            "tokens_file": tokens_file,
-            "mint": mint,
-        }
-        spec_path = self.tmp / "client-spec.json"
-        spec_path.write_text(json.dumps(spec))
-        return self._client(
-            [sys.executable, "-m", "bench.client", str(spec_path)],
-            120 + warmup + duration + mint / 5000,
-            meter,
-            # It mints its own tokens (the C client reads them from a file).
-            env={"BENCH_JWT_SECRET": JWT_SECRET},
-        )
-
-    def _c_client(
-        self, target: Target, rpc: str, concurrency: int, mint: int, meter: procs.Meter
-    ) -> dict[str, Any]:
-        """A timed cell of the C client, each call with a new user's token."""
-        assert self.c_client is not None
-        tokens_file = self.tmp / "c-client-tokens.txt"
-        tokens_file.write_text("\n".join(payloads.new_user_tokens(JWT_SECRET, mint)) + "\n")
-        body_file = self.tmp / f"{rpc}-request.bin"
-        body_file.write_bytes(payloads.grpc_frame(payloads.REQUESTS[rpc]()))
-        args = self.args
-        command = c_client.command(
-            self.c_client,
-            target.port,
-            payloads.METHODS[rpc],
-            body_file,
-            tokens_file,
-            concurrency,
-            args.warmup,
-            args.duration,
-            payloads.CALL_TIMEOUT_SECONDS,
-        )
-        return self._client(command, 120 + args.warmup + args.duration, meter)
-
-    def _client(
-        self,
-        command: list[str],
-        limit: float,
-        meter: procs.Meter | None,
-        env: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Run a load generator that prints measure-start/-end marks, then its result as JSON."""
-        client = self.processes.start(
-            command,
-            cpus=self.args.loadgen_cpus,
-            env={**os.environ, **(env or {})},
-            capture=True,
-        )
-        # A watchdog: a client that hangs is stopped, which ends the reading below.
-        watchdog = threading.Timer(limit, lambda: self.processes.stop(client, grace=1))
-        watchdog.start()
-        lines = []
-        usage: dict[str, Any] = {}
-        try:
-            assert client.stdout is not None
-            for raw in client.stdout:
-                line = raw.decode(errors="replace").strip()
-                if line == "measure-start" and meter is not None:
-                    meter.start()
-                elif line == "measure-end" and meter is not None:
-                    usage = meter.stop()
-                elif line:
-                    lines.append(line)
-            client.wait()
-        finally:
-            watchdog.cancel()
-        self.processes.forget(client)
-        if client.returncode != 0 or not lines:
-            text = "\n".join(lines)[-3000:]
-            raise RuntimeError(f"the load generator failed ({client.returncode}):\n{text}")
-        result: dict[str, Any] = json.loads(lines[-1])
-        return {**result, **usage}
-
-
-def _serve_help(serve: list[str]) -> str:
-    done = subprocess.run(
-        [*serve, "--help"], capture_output=True, text=True, timeout=60, check=False
-    )
-    return done.stdout + done.stderr
-
-
-def say(text: str) -> None:
-    """Progress, on stderr (the table goes to stdout)."""
-    print(text, file=sys.stderr, flush=True)

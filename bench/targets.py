@@ -1,0 +1,135 @@
+"""The servers the bench measures: what each is, how it is started, with what environment."""
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+# A development-only signing secret: the bench's server accepts tokens minted with it.
+JWT_SECRET = "bench-only-secret-not-for-any-real-deployment"  # noqa: S105
+# What the real server inherits from us must not change how it verifies tokens.
+_DROPPED_ENV = (
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "JWT_PUBLIC_KEY",
+    "JWT_ALGORITHM",
+    "JWT_AUDIENCE",
+    "WORKERS",
+)
+
+
+@dataclass
+class Target:
+    """A server under load: how to start it, where it runs, and what is known about it."""
+
+    name: str
+    kind: str  # "bare" or "real"
+    command: list[str]
+    cpus: str
+    workers: int = 1
+    pin_workers: bool = False
+    env: dict[str, str] | None = None
+    note: str = ""
+    port: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(args: argparse.Namespace, server_env: dict[str, str]) -> list[Target]:
+    """The servers to measure, in order: bare ones, then the real one per worker count."""
+    python = sys.executable
+    planned = []
+    for kind in ("sync", "aio"):
+        if f"bare-{kind}" in args.targets:
+            planned.append(
+                Target(
+                    name=f"bare-{kind}",
+                    kind="bare",
+                    command=[
+                        python,
+                        "-m",
+                        "bench.bare_server",
+                        "--kind",
+                        kind,
+                        *bare_flags(args),
+                    ],
+                    cpus=args.server_cpus,
+                )
+            )
+            if kind == "sync":
+                planned[-1].command += ["--threads", str(args.bare_threads)]
+    if "real" not in args.targets:
+        return planned
+    serve = [python, "-m", "profile_service", "serve"]
+    has_workers = "--workers" in _serve_help(serve)
+    all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    for workers in args.workers:
+        if workers > 1 and not has_workers:
+            say(f"real-{workers}w skipped: `profile-service serve --help` has no --workers")
+            continue
+        target = Target(
+            name=f"real-{workers}w",
+            kind="real",
+            command=serve + (["--workers", str(workers)] if has_workers else []),
+            cpus=args.server_cpus if workers == 1 else all_cpus,
+            workers=workers,
+            env=server_env,
+        )
+        if workers > 1:
+            target.note = (
+                f"{workers} workers on CPUs {all_cpus}, which the load generator "
+                f"(CPUs {args.loadgen_cpus}) and PostgreSQL share"
+            )
+        planned.append(target)
+        if workers > 1 and args.pin_workers:
+            planned.append(
+                dataclasses.replace(
+                    target,
+                    name=f"real-{workers}w-pinned",
+                    pin_workers=True,
+                    note=f"{workers} workers, worker i pinned to CPU i (all its threads); "
+                    f"the load generator (CPUs {args.loadgen_cpus}) and PostgreSQL share them",
+                    facts={},
+                )
+            )
+    return planned
+
+
+def bare_flags(args: argparse.Namespace) -> list[str]:
+    """The bare servers run under the same scheduling policy as the real one."""
+    return ["--sched-batch"] if args.sched == "batch" else []
+
+
+def server_env(args: argparse.Namespace, service_url: str) -> dict[str, str]:
+    """The real server's environment: the bench database, the bench secret, --server-env."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env.update(
+        DATABASE_URL=service_url,
+        JWT_SECRET=JWT_SECRET,
+        SHUTDOWN_GRACE_SECONDS="5",
+        # Any free port: a fixed one (the default 9090) may be taken by `make run`.
+        METRICS_PORT="0",
+        PYTHONUNBUFFERED="1",
+        SCHED_BATCH="true" if args.sched == "batch" else "false",
+    )
+    for item in args.server_env:
+        name, _, value = item.partition("=")
+        env[name] = value
+    return env
+
+
+# ---------------------------------------------------------------- one server
+
+
+def _serve_help(serve: list[str]) -> str:
+    done = subprocess.run(
+        [*serve, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def say(text: str) -> None:
+    """Progress, on stderr (the table goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
