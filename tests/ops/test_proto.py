@@ -24,3 +24,18 @@ def test_generated_code_matches_the_proto() -> None:
     source = (ROOT / "protos/profile/v1/profile_service.proto").read_text()
     for field in pb.Profile.DESCRIPTOR.fields:
         assert f" {field.name} = {field.number};" in source
+
+
+def test_the_api_stays_wire_compatible_with_v1_0() -> None:
+    """v1.0's descriptor is kept as the baseline (protos/baseline-v1.0.binpb, built by
+    `buf build -o` from the v1.0 proto); every later change must pass `buf breaking` on it."""
+    assert BUF.exists(), "buf is missing: `make test` installs it (.tools/)"
+    result = subprocess.run(
+        [str(BUF), "breaking", "--against", "protos/baseline-v1.0.binpb"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
