@@ -44,8 +44,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     async def Upsert(self, request: pb.UpsertRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        given = frozenset(request.update_mask.paths) if request.HasField("update_mask") else None
-        mask = given or frozenset(WRITABLE_FIELDS)
+        mask = update_mask(request)
 
         async def upsert(deadline: float | None) -> Row:
             # Only the fields that will be written are read: a huge generation_params outside
@@ -81,6 +80,25 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             ),
         )
         return pb.PurgeResponse(purge_count=count)
+
+
+FULL_REPLACEMENT = "*"
+
+
+def update_mask(request: pb.UpsertRequest) -> frozenset[str]:
+    """The fields an Upsert writes (AIP-134). Its update_mask's paths; with none, the fields
+    the request populates (a partial message never wipes the rest); `*`, every writable field
+    (unset ones become null). Paths are checked by validation, `*` mixed with others too."""
+    paths = frozenset(request.update_mask.paths)
+    if paths == {FULL_REPLACEMENT}:
+        return frozenset(WRITABLE_FIELDS)
+    if paths:
+        return paths
+    profile = request.profile
+    return frozenset(
+        [name for name in (*_SCALARS, *_JSONS) if profile.HasField(name)]  # type: ignore[arg-type]
+        + [name for name in _LISTS if getattr(profile, name)]
+    )
 
 
 def values_from_profile(

@@ -54,7 +54,9 @@ def check_update_mask(paths: Iterable[str]) -> list[FieldViolation]:
     """Mask paths must name writable fields of Profile."""
     faults = []
     for path in paths:
-        if path in OUTPUT_ONLY_FIELDS or path == "owner_id":
+        if path == "*":
+            faults.append(FieldViolation("update_mask", "'*' must be the only path"))
+        elif path in OUTPUT_ONLY_FIELDS or path == "owner_id":
             faults.append(FieldViolation("update_mask", f"{path!r} cannot be written"))
         elif path not in WRITABLE_FIELDS:
             faults.append(

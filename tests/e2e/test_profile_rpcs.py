@@ -136,14 +136,33 @@ def test_masked_upsert_creates_with_other_fields_null(stub, new_user: NewUser) -
     assert not created.HasField("generation_params")
 
 
-def test_upsert_without_mask_replaces_every_field(stub, new_user: NewUser) -> None:
+def test_upsert_without_mask_writes_only_what_the_request_populates(
+    stub, new_user: NewUser
+) -> None:
+    """Contract v1.1 (AIP-134's implied mask): a partial message never wipes the rest."""
+    _, md = new_user()
+    full = _upsert(stub, md, _full_profile())
+    after = _upsert(stub, md, pb.Profile(age=40, available_equipment=["rings"]))
+    assert (after.age, list(after.available_equipment)) == (40, ["rings"])
+    for field in ("sex", "height_cm", "weight_kg", "limitations", "generation_params"):
+        assert getattr(after, field) == getattr(full, field), field
+    # An empty mask is the same as none.
+    request = pb.UpsertRequest(profile=pb.Profile(sex="f"), update_mask=_mask())
+    again = stub.Upsert(request, metadata=md, timeout=5)
+    assert (again.sex, again.age, again.limitations) == ("f", 40, full.limitations)
+
+
+def test_upsert_with_the_star_mask_replaces_every_field(stub, new_user: NewUser) -> None:
     _, md = new_user()
     _upsert(stub, md, _full_profile())
-    after = _upsert(stub, md, pb.Profile(age=40))
+    after = _upsert(stub, md, pb.Profile(age=40), "*")
     assert after.age == 40
     for field in ("sex", "height_cm", "weight_kg", "limitations", "generation_params"):
         assert not after.HasField(field), field
     assert list(after.available_equipment) == []
+    error = rpc_error(lambda: _upsert(stub, md, pb.Profile(age=41), "*", "age"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'*' must be the only path" in field_violations(error)["update_mask"]
 
 
 def test_upsert_ignores_output_only_fields_in_the_profile(stub, new_user: NewUser) -> None:
