@@ -18,11 +18,13 @@ class Field:
 
     `low`/`high`: an int's inclusive range; `max_chars`: a text's (or a list item's) length;
     `max_items`: a list's length; `max_bytes`: a JSON value's size as compact JSON.
+    `column`: False for an output-only field computed from the row, not stored.
     """
 
     name: str
     kind: Kind
     writable: bool = True
+    column: bool = True
     low: int = 0
     high: int = 0
     max_chars: int = 0
@@ -47,7 +49,10 @@ FIELDS = (
     Field("created_at", "timestamp", writable=False),
     Field("updated_at", "timestamp", writable=False),
     Field("deleted_at", "timestamp", writable=False),
+    # deleted_at + PURGE_MIN_RETENTION_DAYS while soft-deleted (AIP-164).
+    Field("purge_time", "timestamp", writable=False, column=False),
 )
+COLUMNS = tuple(f for f in FIELDS if f.column)
 BY_NAME = {f.name: f for f in FIELDS}
 WRITABLE = tuple(f for f in FIELDS if f.writable)
 

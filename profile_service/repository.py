@@ -14,7 +14,7 @@ from typing import Any
 
 from profile_service.auth import Caller
 from profile_service.db import Query, Statement, Value
-from profile_service.fields import FIELDS, Field
+from profile_service.fields import COLUMNS, Field
 
 # A profile as JSON: ids as text, timestamps as integer microseconds, null for unset.
 Row = dict[str, Any]
@@ -27,7 +27,7 @@ def _as_json(field: Field) -> str:
 
 
 # Every field of the table (fields.py), by name; the names are fixed identifiers, not input.
-_AS_JSON = f"SELECT json_build_object({', '.join(_as_json(f) for f in FIELDS)})::text"
+_AS_JSON = f"SELECT json_build_object({', '.join(_as_json(f) for f in COLUMNS)})::text"
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
 GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.

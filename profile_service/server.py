@@ -146,7 +146,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     # → refused while draining → unexpected errors as INTERNAL → auth → servicer.
     register(
         server,
-        ProfileServicer(service),
+        ProfileServicer(service, purge_min_retention_days=settings.purge_min_retention_days),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
         [
             AccessLogInterceptor(log_successful_calls=settings.access_log_all),

@@ -23,7 +23,7 @@ _SCALARS = tuple(f.name for f in FIELDS if f.kind in ("int", "text"))  # `option
 _IDS = tuple(f.name for f in of_kind("uuid"))
 _LISTS = tuple(f.name for f in of_kind("text_list"))
 _JSONS = tuple(f.name for f in of_kind("json"))
-_TIMESTAMPS = tuple(f.name for f in of_kind("timestamp"))
+_TIMESTAMPS = tuple(f.name for f in of_kind("timestamp") if f.column)
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -31,8 +31,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
     """Translates requests for ProfileService and its answers; owns no logic of its own."""
 
-    def __init__(self, service: ProfileService) -> None:
+    def __init__(self, service: ProfileService, *, purge_min_retention_days: int) -> None:
         self._service = service
+        self._retention_days = purge_min_retention_days
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.Profile:
         """See the proto."""
@@ -40,7 +41,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             context,
             lambda deadline: self._service.get(current_caller(), request.owner_id, deadline),
         )
-        return profile_from_row(row)
+        return profile_from_row(row, self._retention_days)
 
     async def Upsert(self, request: pb.UpsertRequest, context: Context) -> pb.Profile:
         """See the proto."""
@@ -54,7 +55,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 current_caller(), request.profile.owner_id, values, mask, deadline
             )
 
-        return profile_from_row(await _call(context, upsert))
+        return profile_from_row(await _call(context, upsert), self._retention_days)
 
     async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Context) -> pb.Profile:
         """See the proto."""
@@ -64,7 +65,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 current_caller(), request.owner_id, deadline
             ),
         )
-        return profile_from_row(row)
+        return profile_from_row(row, self._retention_days)
 
     async def Purge(self, request: pb.PurgeRequest, context: Context) -> pb.PurgeResponse:
         """See the proto."""
@@ -140,8 +141,9 @@ def _plain_value(value: struct_pb2.Value) -> Any:
     return getattr(value, kind)
 
 
-def profile_from_row(row: Row) -> pb.Profile:
-    """A Profile message from a profile row as repository.py returns it."""
+def profile_from_row(row: Row, retention_days: int) -> pb.Profile:
+    """A Profile message from a profile row as repository.py returns it; a soft-deleted one's
+    purge_time is `retention_days` after its deleted_at."""
     values: dict[str, Any] = {name: row[name] for name in _SCALARS if row[name] is not None}
     for name in _IDS:
         values[name] = row[name]
@@ -152,6 +154,9 @@ def profile_from_row(row: Row) -> pb.Profile:
         if micros is not None:
             seconds, rest = divmod(micros, 1_000_000)
             values[name] = {"seconds": seconds, "nanos": rest * 1000}
+    if "deleted_at" in values:
+        deleted = values["deleted_at"]
+        values["purge_time"] = {**deleted, "seconds": deleted["seconds"] + retention_days * 86400}
     profile = pb.Profile(**values)
     for name in _JSONS:
         if row[name] is not None:

@@ -306,3 +306,19 @@ def test_a_users_profile_is_keyed_by_the_token_sub(stub) -> None:
     created = _upsert(stub, user(sub), pb.Profile(age=30))
     assert created.owner_id == sub
     assert _upsert(stub, user(sub.upper()), pb.Profile(age=31)).id == created.id
+
+
+def test_purge_time_is_set_exactly_while_the_profile_is_soft_deleted(
+    stub, new_user: NewUser
+) -> None:
+    """AIP-164: deleted_at plus PURGE_MIN_RETENTION_DAYS (30 for the test server)."""
+    sub, md = new_user()
+    active = _upsert(stub, md, pb.Profile(age=30))
+    assert not active.HasField("purge_time")
+    deleted = stub.SoftDelete(pb.SoftDeleteRequest(), metadata=md, timeout=5)
+    assert deleted.purge_time.seconds == deleted.deleted_at.seconds + 30 * 86400
+    assert deleted.purge_time.nanos == deleted.deleted_at.nanos
+    seen = stub.Get(pb.GetRequest(owner_id=sub), metadata=service(), timeout=5)
+    assert seen.purge_time == deleted.purge_time
+    restarted = _upsert(stub, md, pb.Profile(age=31))  # a fresh start: active again
+    assert not restarted.HasField("purge_time")

@@ -251,10 +251,10 @@ def test_purges_search_for_expired_profiles_can_use_the_deleted_at_index(
 def test_the_field_table_is_the_tables_columns(admin: psycopg.Connection) -> None:
     """fields.py, from which validation, the mapping and the row's JSON derive, names every
     column of profile.profiles and nothing else."""
-    from profile_service.fields import FIELDS
+    from profile_service.fields import COLUMNS
 
     columns = admin.execute(
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'profile' AND table_name = 'profiles'"
     ).fetchall()
-    assert {name for (name,) in columns} == {f.name for f in FIELDS}
+    assert {name for (name,) in columns} == {f.name for f in COLUMNS}
