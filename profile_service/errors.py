@@ -96,6 +96,13 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Aborted(ServiceError):
+    """A precondition failed: the profile does not have the etag the call requires (AIP-154).
+    Nothing was written; read the profile again before retrying."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class OutOfTime(ServiceError):
     """The call's deadline leaves no time for the database: retrying with it cannot help."""
 

@@ -9,7 +9,7 @@ the proto, a migration and the README's limits table.
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["int", "text", "text_list", "json", "uuid", "timestamp"]
+Kind = Literal["int", "text", "text_list", "json", "uuid", "timestamp", "etag"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ FIELDS = (
     Field("deleted_at", "timestamp", writable=False),
     # deleted_at + PURGE_MIN_RETENTION_DAYS while soft-deleted (AIP-164).
     Field("purge_time", "timestamp", writable=False, column=False),
+    # A strong entity tag, new after every write (AIP-154): profile_api.etag(id, updated_at).
+    Field("etag", "etag", writable=False, column=False),
 )
 COLUMNS = tuple(f for f in FIELDS if f.column)
 BY_NAME = {f.name: f for f in FIELDS}

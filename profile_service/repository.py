@@ -27,13 +27,19 @@ def _as_json(field: Field) -> str:
 
 
 # Every field of the table (fields.py), by name; the names are fixed identifiers, not input.
-_AS_JSON = f"SELECT json_build_object({', '.join(_as_json(f) for f in COLUMNS)})::text"
+_AS_JSON = (
+    f"SELECT json_build_object({', '.join(_as_json(f) for f in COLUMNS)}, "
+    "'etag', profile_api.etag(id, updated_at))::text"
+)
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
 GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
-UPSERT = Statement("profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4)")
+# ...and the etag they require ('': none; migration 0007), checked in the same statement.
+UPSERT = Statement(
+    "profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)"
+)
 SOFT_DELETE = Statement(
-    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2)"
+    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)"
 )
 PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, PURGE)
@@ -54,21 +60,21 @@ def get(caller: Caller, owner_id: str) -> Query[Row | None]:
 
 
 def upsert(
-    caller: Caller, changes: Mapping[str, Any], mask: frozenset[str], commit_by: float
+    caller: Caller, changes: Mapping[str, Any], mask: frozenset[str], etag: str, commit_by: float
 ) -> Query[Row | None]:
     """Create or update the caller's profile: the `mask` fields take their `changes` values
-    (absent: NULL); the others are NULL on create and kept on update. Nothing is committed
-    after `commit_by` (seconds since the epoch)."""
+    (absent: NULL); the others are NULL on create and kept on update. Only if the profile has
+    `etag` (empty: any); nothing is committed after `commit_by` (seconds since the epoch)."""
     # An array literal: the names are Profile field names checked by validation.
     mask_literal = "{" + ",".join(sorted(mask)) + "}"
-    params = (caller.claims_json, json.dumps(changes), mask_literal, repr(commit_by))
+    params = (caller.claims_json, json.dumps(changes), mask_literal, repr(commit_by), etag)
     return Query(UPSERT, params, _row)
 
 
-def soft_delete(caller: Caller, commit_by: float) -> Query[Row | None]:
-    """Soft-delete the caller's own active profile, unless it is after `commit_by`; the row,
-    or None."""
-    return Query(SOFT_DELETE, (caller.claims_json, repr(commit_by)), _row)
+def soft_delete(caller: Caller, etag: str, commit_by: float) -> Query[Row | None]:
+    """Soft-delete the caller's own active profile, if it has `etag` (empty: any) and unless
+    it is after `commit_by`; the row, or None."""
+    return Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row)
 
 
 def purge_batch(

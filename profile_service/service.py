@@ -62,8 +62,11 @@ class ProfileService:
         values: Mapping[str, Any],
         mask: frozenset[str],
         deadline: float | None,
+        *,
+        etag: str = "",
     ) -> Row:
-        """Create or update the caller's own profile (users only)."""
+        """Create or update the caller's own profile (users only); with `etag`, only if the
+        profile has it (else Aborted, nothing written)."""
         _require_user(caller)
         changes = {k: v for k, v in values.items() if k in mask}
         _raise_if_invalid(
@@ -74,17 +77,23 @@ class ProfileService:
         _own_owner_id(caller, owner_id)
         return _found(
             await self._run(
-                lambda commit_by: repository.upsert(caller, changes, mask, commit_by), deadline
+                lambda commit_by: repository.upsert(caller, changes, mask, etag, commit_by),
+                deadline,
             )
         )
 
-    async def soft_delete(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
-        """Soft-delete the caller's own active profile (users only)."""
+    async def soft_delete(
+        self, caller: Caller, owner_id: str, deadline: float | None, *, etag: str = ""
+    ) -> Row:
+        """Soft-delete the caller's own active profile (users only); with `etag`, only if the
+        profile has it (else Aborted, nothing written)."""
         _require_user(caller)
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         _own_owner_id(caller, owner_id)
         return _found(
-            await self._run(lambda commit_by: repository.soft_delete(caller, commit_by), deadline)
+            await self._run(
+                lambda commit_by: repository.soft_delete(caller, etag, commit_by), deadline
+            )
         )
 
     async def purge(

@@ -24,6 +24,7 @@ _IDS = tuple(f.name for f in of_kind("uuid"))
 _LISTS = tuple(f.name for f in of_kind("text_list"))
 _JSONS = tuple(f.name for f in of_kind("json"))
 _TIMESTAMPS = tuple(f.name for f in of_kind("timestamp") if f.column)
+_ETAGS = tuple(f.name for f in of_kind("etag"))
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -52,7 +53,12 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             # the mask costs nothing.
             values = values_from_profile(request.profile, mask)
             return await self._service.upsert(
-                current_caller(), request.profile.owner_id, values, mask, deadline
+                current_caller(),
+                request.profile.owner_id,
+                values,
+                mask,
+                deadline,
+                etag=request.profile.etag,
             )
 
         return profile_from_row(await _call(context, upsert), self._retention_days)
@@ -62,7 +68,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         row = await _call(
             context,
             lambda deadline: self._service.soft_delete(
-                current_caller(), request.owner_id, deadline
+                current_caller(), request.owner_id, deadline, etag=request.etag
             ),
         )
         return profile_from_row(row, self._retention_days)
@@ -145,7 +151,7 @@ def profile_from_row(row: Row, retention_days: int) -> pb.Profile:
     """A Profile message from a profile row as repository.py returns it; a soft-deleted one's
     purge_time is `retention_days` after its deleted_at."""
     values: dict[str, Any] = {name: row[name] for name in _SCALARS if row[name] is not None}
-    for name in _IDS:
+    for name in (*_IDS, *_ETAGS):
         values[name] = row[name]
     for name in _LISTS:
         values[name] = row[name] or ()

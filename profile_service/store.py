@@ -10,9 +10,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from profile_service import db, deadlines
-from profile_service.errors import PermissionDenied, Unavailable
+from profile_service.errors import Aborted, PermissionDenied, ServiceError, Unavailable
 
 T = TypeVar("T")
+# What the write functions raise when the profile lacks the etag the call requires (0007).
+PRECONDITION_FAILED = "PF412"
 
 
 class ProfileStore:
@@ -61,28 +63,40 @@ class ProfileStore:
             raise Unavailable(
                 "the database did not answer in time", "DATABASE_NOT_ANSWERING"
             ) from exc
-        except psycopg.errors.QueryCanceled as exc:
-            raise Unavailable("database timed out", "DATABASE_TIMEOUT") from exc
-        except psycopg.errors.ReadOnlySqlTransaction as exc:
+        except psycopg.Error as exc:
+            error = self._service_error(exc)
+            if error is None:
+                raise  # a bug: INTERNAL, by internal_errors.py
+            raise error from exc
+
+    def _service_error(self, exc: psycopg.Error) -> ServiceError | None:
+        """The ServiceError a database failure stands for; None for an unexpected one."""
+        state = exc.sqlstate
+        if state is None:  # no answer: the connection broke, or none could be made
+            if not isinstance(exc, psycopg.OperationalError):
+                return None
             self._on_database_error()
-            raise Unavailable(
+            return Unavailable("database unavailable", "DATABASE_UNREACHABLE")
+        if state == PRECONDITION_FAILED:
+            return Aborted(
+                "the profile does not have the etag the call requires: read it again",
+                "ETAG_MISMATCH",
+            )
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return Unavailable("database timed out", "DATABASE_TIMEOUT")
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            self._on_database_error()
+            return Unavailable(
                 "the database is read-only for now (a failover?)", "DATABASE_READ_ONLY"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:  # no answer: the connection broke, or none could be made
-                self._on_database_error()
-                raise Unavailable("database unavailable", "DATABASE_UNREACHABLE") from exc
-            # The database answered, and refused for now (class 53: disk full, out of memory,
-            # too many connections; 40: serialization or deadlock; 57: shutting down).
-            if exc.sqlstate.startswith("53"):
-                raise Unavailable(
-                    f"the database is out of resources ({exc.sqlstate})",
-                    "DATABASE_OUT_OF_RESOURCES",
-                ) from exc
-            raise Unavailable(
-                f"the database refused the call ({exc.sqlstate})", "DATABASE_REFUSED"
-            ) from exc
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionDenied(
-                "not allowed by row-level security", "ROW_LEVEL_SECURITY"
-            ) from exc
+            )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return PermissionDenied("not allowed by row-level security", "ROW_LEVEL_SECURITY")
+        # The database answered, and refused for now (class 53: disk full, out of memory, too
+        # many connections; 40: serialization or deadlock; 57: shutting down).
+        if state.startswith("53"):
+            return Unavailable(
+                f"the database is out of resources ({state})", "DATABASE_OUT_OF_RESOURCES"
+            )
+        if isinstance(exc, psycopg.OperationalError):
+            return Unavailable(f"the database refused the call ({state})", "DATABASE_REFUSED")
+        return None

@@ -102,8 +102,10 @@ def test_upsert_creates_with_every_field(stub, new_user: NewUser) -> None:
     expected.id, expected.owner_id = created.id, sub
     expected.created_at.CopyFrom(created.created_at)
     expected.updated_at.CopyFrom(created.updated_at)
+    expected.etag = created.etag
     assert created == expected
     assert created.created_at.seconds > 0
+    assert len(created.etag) == 34 and created.etag[0] == created.etag[-1] == '"'
     assert not created.HasField("deleted_at")
 
 

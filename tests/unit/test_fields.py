@@ -15,6 +15,8 @@ def _kind(field: FieldDescriptor) -> Kind:
         return "text_list"
     if field.type == FieldDescriptor.TYPE_INT32:
         return "int"
+    if field.name == "etag":
+        return "etag"
     return "uuid" if field.name in ("id", "owner_id") else "text"
 
 
