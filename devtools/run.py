@@ -47,6 +47,7 @@ The Profile Service is up on {target}. In another terminal, from this directory:
   {grpcurl} -plaintext -H "authorization: Bearer $SERVICE_TOKEN" \\
       -d '{{"ownerId": "{DEMO_USER}"}}' {target} profile.v1.ProfileService/Get
   {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/SoftDelete
+  {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/Undelete
   {grpcurl} -plaintext -emit-defaults -H "authorization: Bearer $SERVICE_TOKEN" \\
       -d '{{"dryRun": true}}' {target} profile.v1.ProfileService/Purge
   {grpcurl} -plaintext {target} grpc.health.v1.Health/Check

@@ -96,6 +96,12 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class AlreadyExists(ServiceError):
+    """The profile is already what the call would make it (Undelete of an active profile)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class Aborted(ServiceError):
     """A precondition failed: the profile does not have the etag the call requires (AIP-154).
     Nothing was written; read the profile again before retrying."""

@@ -41,8 +41,11 @@ UPSERT = Statement(
 SOFT_DELETE = Statement(
     "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)"
 )
+UNDELETE = Statement(
+    "profile_undelete", _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)"
+)
 PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
-STATEMENTS = (GET, UPSERT, SOFT_DELETE, PURGE)
+STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, PURGE)
 
 
 def _row(value: Value) -> Row | None:
@@ -75,6 +78,13 @@ def soft_delete(caller: Caller, etag: str, commit_by: float) -> Query[Row | None
     """Soft-delete the caller's own active profile, if it has `etag` (empty: any) and unless
     it is after `commit_by`; the row, or None."""
     return Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row)
+
+
+def undelete(caller: Caller, owner_id: str, etag: str, commit_by: float) -> Query[Row | None]:
+    """Make `owner_id`'s soft-deleted profile active again, if it has `etag` (empty: any) and
+    unless it is after `commit_by`; the row, or None (absent or purged)."""
+    params = (caller.role, caller.claims_json, owner_id, repr(commit_by), etag)
+    return Query(UNDELETE, params, _row)
 
 
 def purge_batch(

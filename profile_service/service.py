@@ -47,13 +47,18 @@ class ProfileService:
 
     async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """A user's own active profile, or (service_role) anyone's, deleted ones included."""
+        query = repository.get(caller, self._owner_named(caller, owner_id))
+        return _found(await self._run(lambda _: query, deadline))
+
+    def _owner_named(self, caller: Caller, owner_id: str) -> str:
+        """The owner a call acts on: a user's own (naming anyone else's is PermissionDenied);
+        for service_role, the one it names (required)."""
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         if caller.is_user:
-            owner_id = _own_owner_id(caller, owner_id)
-        elif not owner_id:
+            return _own_owner_id(caller, owner_id)
+        if not owner_id:
             raise InvalidArgument([FieldViolation("owner_id", "is required for service_role")])
-        query = repository.get(caller, owner_id)
-        return _found(await self._run(lambda _: query, deadline))
+        return owner_id
 
     async def upsert(
         self,
@@ -93,6 +98,19 @@ class ProfileService:
         return _found(
             await self._run(
                 lambda commit_by: repository.soft_delete(caller, etag, commit_by), deadline
+            )
+        )
+
+    async def undelete(
+        self, caller: Caller, owner_id: str, deadline: float | None, *, etag: str = ""
+    ) -> Row:
+        """Make a soft-deleted, not yet purged profile active again with all its data: a
+        user's own, or (service_role) anyone's; with `etag`, only if the profile has it."""
+        owner_id = self._owner_named(caller, owner_id)
+        return _found(
+            await self._run(
+                lambda commit_by: repository.undelete(caller, owner_id, etag, commit_by),
+                deadline,
             )
         )
 

@@ -73,6 +73,16 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         )
         return profile_from_row(row, self._retention_days)
 
+    async def Undelete(self, request: pb.UndeleteRequest, context: Context) -> pb.Profile:
+        """See the proto."""
+        row = await _call(
+            context,
+            lambda deadline: self._service.undelete(
+                current_caller(), request.owner_id, deadline, etag=request.etag
+            ),
+        )
+        return profile_from_row(row, self._retention_days)
+
     async def Purge(self, request: pb.PurgeRequest, context: Context) -> pb.PurgeResponse:
         """See the proto."""
         count = await _call(

@@ -10,11 +10,19 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from profile_service import db, deadlines
-from profile_service.errors import Aborted, PermissionDenied, ServiceError, Unavailable
+from profile_service.errors import (
+    Aborted,
+    AlreadyExists,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
+)
 
 T = TypeVar("T")
 # What the write functions raise when the profile lacks the etag the call requires (0007).
 PRECONDITION_FAILED = "PF412"
+# What undelete raises on an active profile (0008).
+NOT_DELETED = "PF409"
 
 
 class ProfileStore:
@@ -77,6 +85,8 @@ class ProfileStore:
                 return None
             self._on_database_error()
             return Unavailable("database unavailable", "DATABASE_UNREACHABLE")
+        if state == NOT_DELETED:
+            return AlreadyExists("the profile is not deleted", "PROFILE_ACTIVE")
         if state == PRECONDITION_FAILED:
             return Aborted(
                 "the profile does not have the etag the call requires: read it again",

@@ -50,12 +50,12 @@ def test_the_commands_make_run_prints_work_when_pasted(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    # The demo user's profile went through create, masked update and soft delete.
+    # The demo user's profile went through create, masked update, soft delete and undelete.
     row = admin.execute(
         "SELECT age, height_cm, deleted_at IS NOT NULL FROM profile.profiles WHERE owner_id = %s",
         (DEMO_USER,),
     ).fetchone()
-    assert row == (35, 170, True)
+    assert row == (35, 170, False)
     assert '"purgeCount": "0"' in result.stdout  # lowerCamelCase JSON names
     assert '"status": "SERVING"' in result.stdout
 
