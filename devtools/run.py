@@ -48,6 +48,8 @@ The Profile Service is up on {target}. In another terminal, from this directory:
       -d '{{"ownerId": "{DEMO_USER}"}}' {target} profile.v1.ProfileService/Get
   {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/SoftDelete
   {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/Undelete
+  {grpcurl} -plaintext -H "authorization: Bearer $SERVICE_TOKEN" \
+      -d '{{"ownerIds": ["{DEMO_USER}"]}}' {target} profile.v1.ProfileService/BatchGetProfiles
   {grpcurl} -plaintext -emit-defaults -H "authorization: Bearer $SERVICE_TOKEN" \\
       -d '{{"dryRun": true}}' {target} profile.v1.ProfileService/Purge
   {grpcurl} -plaintext {target} grpc.health.v1.Health/Check

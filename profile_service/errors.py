@@ -84,9 +84,14 @@ class PermissionDenied(ServiceError):
 
 
 class NotFound(ServiceError):
-    """No profile the caller may see."""
+    """No profile the caller may see; `missing` names them when a batch asked for several
+    (each in a google.rpc.ResourceInfo, up to MAX_REPORTED_FAULTS)."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, message: str, reason: str, missing: list[str] | None = None) -> None:
+        super().__init__(message, reason)
+        self.missing = missing or []
 
 
 class Unavailable(ServiceError):
@@ -124,7 +129,7 @@ class Internal(ServiceError):
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:
     """End the call with `error`'s status, message and details, keeping the trailing metadata
     set before (the request id)."""
-    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
     if isinstance(error, InvalidArgument) and error.violations:
         details.append(
             error_details_pb2.BadRequest(
@@ -136,6 +141,13 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError
                 ]
             )
         )
+    if isinstance(error, NotFound):
+        details += [
+            error_details_pb2.ResourceInfo(
+                resource_type="profile.v1.Profile", resource_name=owner, description="owner_id"
+            )
+            for owner in error.missing[:MAX_REPORTED_FAULTS]
+        ]
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()

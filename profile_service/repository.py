@@ -27,10 +27,13 @@ def _as_json(field: Field) -> str:
 
 
 # Every field of the table (fields.py), by name; the names are fixed identifiers, not input.
-_AS_JSON = (
-    f"SELECT json_build_object({', '.join(_as_json(f) for f in COLUMNS)}, "
-    "'etag', profile_api.etag(id, updated_at))::text"
+_OBJECT = (
+    f"json_build_object({', '.join(_as_json(f) for f in COLUMNS)}, "
+    "'etag', profile_api.etag(id, updated_at))"
 )
+_AS_JSON = f"SELECT {_OBJECT}::text"
+# Many rows as one value, so that a batch is still one row of one column: one round trip.
+_AS_JSON_LIST = f"SELECT coalesce(json_agg({_OBJECT}), '[]')::text"
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
 GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
@@ -44,13 +47,20 @@ SOFT_DELETE = Statement(
 UNDELETE = Statement(
     "profile_undelete", _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)"
 )
+BATCH_GET = Statement(
+    "profile_batch_get", _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)"
+)
 PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
-STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, PURGE)
+STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, BATCH_GET, PURGE)
 
 
 def _row(value: Value) -> Row | None:
     # Decoded first: json.loads would otherwise sniff the bytes' encoding (a third slower).
     return None if value is None else json.loads(value.decode())
+
+
+def _rows(value: Value) -> list[Row]:
+    return [] if value is None else list(json.loads(value.decode()))
 
 
 def _count(value: Value) -> int:
@@ -60,6 +70,14 @@ def _count(value: Value) -> int:
 def get(caller: Caller, owner_id: str) -> Query[Row | None]:
     """The profile of `owner_id` that RLS lets the caller see, if any."""
     return Query(GET, (caller.role, caller.claims_json, owner_id), _row)
+
+
+def batch_get(caller: Caller, owner_ids: list[str]) -> Query[list[Row]]:
+    """The profiles of `owner_ids` that RLS lets the caller see, in no particular order."""
+    # An array literal: the ids are UUIDs checked by validation.
+    return Query(
+        BATCH_GET, (caller.role, caller.claims_json, "{" + ",".join(owner_ids) + "}"), _rows
+    )
 
 
 def upsert(

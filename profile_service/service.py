@@ -19,6 +19,7 @@ from profile_service.repository import Row
 from profile_service.validation import (
     check_fields,
     check_owner_id,
+    check_owner_ids,
     check_purge,
     check_update_mask,
 )
@@ -100,6 +101,27 @@ class ProfileService:
                 lambda commit_by: repository.soft_delete(caller, etag, commit_by), deadline
             )
         )
+
+    async def batch_get(
+        self, caller: Caller, owner_ids: list[str], deadline: float | None
+    ) -> list[Row]:
+        """The profiles of `owner_ids`, in their order (duplicates repeated), soft-deleted ones
+        included; service_role only. All or nothing: any absent is NotFound, naming them."""
+        if caller.role != "service_role":
+            raise PermissionDenied("BatchGetProfiles is for service_role only", "ROLE_NOT_ALLOWED")
+        _raise_if_invalid(check_owner_ids(owner_ids))
+        wanted = [owner.lower() for owner in owner_ids]
+        distinct = list(dict.fromkeys(wanted))
+        rows = await self._run(lambda _: repository.batch_get(caller, distinct), deadline)
+        found = {row["owner_id"]: row for row in rows}
+        missing = [owner for owner in distinct if owner not in found]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} of the profiles asked for do not exist",
+                "PROFILE_NOT_FOUND",
+                missing,
+            )
+        return [found[owner] for owner in wanted]
 
     async def undelete(
         self, caller: Caller, owner_id: str, deadline: float | None, *, etag: str = ""

@@ -83,6 +83,20 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         )
         return profile_from_row(row, self._retention_days)
 
+    async def BatchGetProfiles(
+        self, request: pb.BatchGetProfilesRequest, context: Context
+    ) -> pb.BatchGetProfilesResponse:
+        """See the proto."""
+        rows = await _call(
+            context,
+            lambda deadline: self._service.batch_get(
+                current_caller(), list(request.owner_ids), deadline
+            ),
+        )
+        return pb.BatchGetProfilesResponse(
+            profiles=[profile_from_row(row, self._retention_days) for row in rows]
+        )
+
     async def Purge(self, request: pb.PurgeRequest, context: Context) -> pb.PurgeResponse:
         """See the proto."""
         count = await _call(

@@ -50,6 +50,20 @@ def check_owner_id(value: str, field: str) -> list[FieldViolation]:
     return []
 
 
+BATCH_MAX_IDS = 1000
+
+
+def check_owner_ids(owner_ids: list[str]) -> list[FieldViolation]:
+    """A batch names 1 to BATCH_MAX_IDS owners, each a UUID (duplicates allowed)."""
+    if not 1 <= len(owner_ids) <= BATCH_MAX_IDS:
+        return [FieldViolation("owner_ids", f"must name 1 to {BATCH_MAX_IDS} owners")]
+    return [
+        FieldViolation(f"owner_ids[{i}]", "must be a UUID")
+        for i, owner in enumerate(owner_ids)
+        if not is_uuid(owner)
+    ]
+
+
 def check_update_mask(paths: Iterable[str]) -> list[FieldViolation]:
     """Mask paths must name writable fields of Profile."""
     faults = []

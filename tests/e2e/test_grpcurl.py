@@ -57,6 +57,7 @@ def test_the_commands_make_run_prints_work_when_pasted(
     ).fetchone()
     assert row == (35, 170, False)
     assert '"purgeCount": "0"' in result.stdout  # lowerCamelCase JSON names
+    assert '"profiles": [' in result.stdout  # BatchGetProfiles answered (only it has that)
     assert '"status": "SERVING"' in result.stdout
 
 

@@ -203,3 +203,25 @@ def test_each_mode_leaves_on_the_server_connection_only_what_it_promises(
     else:
         assert timeout == ("0",)  # the server's default
         assert rows == []
+
+
+def test_a_batch_get_takes_one_round_trip(service_and_trace: Traced) -> None:
+    service, messages, run = (
+        service_and_trace.service,
+        service_and_trace.messages,
+        service_and_trace.run,
+    )
+    owners = []
+    for _ in range(3):
+        caller = _user()
+        run(service.upsert(caller, "", {"age": 30}, frozenset(WRITABLE_FIELDS), None))
+        owners.append(caller.sub)
+    service_role = Caller(
+        "service_role", None, json.dumps({"role": "service_role"}), time.time() + 60
+    )
+    messages()
+    rows = run(service.batch_get(service_role, [*owners, owners[0]], None))
+    sent = messages()
+    assert [row["owner_id"] for row in rows] == [*owners, owners[0]]
+    assert sent.count("Sync") == 1, sent
+    assert "Query" not in sent, sent

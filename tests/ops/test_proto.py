@@ -20,7 +20,14 @@ def test_generated_code_matches_the_proto() -> None:
 
     service = pb.DESCRIPTOR.services_by_name["ProfileService"]
     assert service.full_name == "profile.v1.ProfileService"
-    assert [m.name for m in service.methods] == ["Get", "Upsert", "SoftDelete", "Undelete", "Purge"]
+    assert [m.name for m in service.methods] == [
+        "Get",
+        "Upsert",
+        "SoftDelete",
+        "Undelete",
+        "BatchGetProfiles",
+        "Purge",
+    ]
     source = (ROOT / "protos/profile/v1/profile_service.proto").read_text()
     for field in pb.Profile.DESCRIPTOR.fields:
         assert f" {field.name} = {field.number};" in source
