@@ -39,6 +39,11 @@ class _SyncServicer(pb_grpc.ProfileServiceServicer):
     ) -> pb.Profile:
         return self._answer
 
+    def BatchGetProfiles(
+        self, request: pb.BatchGetProfilesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetProfilesResponse:
+        return pb.BatchGetProfilesResponse(profiles=[self._answer] * len(request.owner_ids))
+
     def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
         return pb.PurgeResponse()
 
@@ -55,6 +60,11 @@ class _AioServicer(pb_grpc.ProfileServiceServicer):
 
     async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Any) -> pb.Profile:
         return self._answer
+
+    async def BatchGetProfiles(
+        self, request: pb.BatchGetProfilesRequest, context: Any
+    ) -> pb.BatchGetProfilesResponse:
+        return pb.BatchGetProfilesResponse(profiles=[self._answer] * len(request.owner_ids))
 
     async def Purge(self, request: pb.PurgeRequest, context: Any) -> pb.PurgeResponse:
         return pb.PurgeResponse()

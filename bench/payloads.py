@@ -15,7 +15,12 @@ from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 SERVICE = "profile.v1.ProfileService"
 GET_METHOD = f"/{SERVICE}/Get"
 UPSERT_METHOD = f"/{SERVICE}/Upsert"
-METHODS = {"get": GET_METHOD, "upsert": UPSERT_METHOD}
+BATCH_GET_METHOD = f"/{SERVICE}/BatchGetProfiles"
+# BatchGetProfiles cells, by the number of seeded owners each call asks for (service_role).
+IDS_PER_CALL = {"batch100": 100, "batch1000": 1000}
+METHODS = {"get": GET_METHOD, "upsert": UPSERT_METHOD} | dict.fromkeys(
+    IDS_PER_CALL, BATCH_GET_METHOD
+)
 
 # The calls' deadline, as a careful caller sets one; the server budgets its database wait from it.
 CALL_TIMEOUT_SECONDS = 5.0
@@ -94,4 +99,12 @@ def upsert_request() -> bytes:
     return pb.UpsertRequest(profile=profile).SerializeToString()
 
 
-REQUESTS = {"get": get_request, "upsert": upsert_request}
+def batch_get_request(ids: int) -> bytes:
+    """service_role's BatchGetProfiles of the first `ids` seeded owners."""
+    owners = [seeded_owner(n) for n in range(1, ids + 1)]
+    return pb.BatchGetProfilesRequest(owner_ids=owners).SerializeToString()
+
+
+REQUESTS = {"get": get_request, "upsert": upsert_request} | {
+    rpc: (lambda ids=ids: batch_get_request(ids)) for rpc, ids in IDS_PER_CALL.items()
+}

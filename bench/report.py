@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-RPC_NAMES = {"get": "Get", "upsert": "Upsert"}
+RPC_NAMES = {"get": "Get", "upsert": "Upsert", "batch100": "Batch100", "batch1000": "Batch1k"}
 # The performance issue's targets, checked in the summary.
 GET_TARGET = 0.60
 UPSERT_TARGET = 0.40
@@ -108,6 +108,18 @@ def summary(
                     f"{RPC_NAMES[rpc]} c={conc}: real {cell['rps']:,.0f}/s = {ratio:.0%} of the "
                     f"ceiling {cell['ceiling_rps']:,.0f}/s [{cell['ceiling']}] "
                     f"(target >= {goal:.0%}: {'met' if ratio >= goal else 'NOT met'})"
+                )
+        for rpc, ids in (("batch100", 100), ("batch1000", 1000)):
+            for conc in checked:
+                batch, single = _find(cells, real1, rpc, conc), _find(cells, real1, "get", conc)
+                if batch is None:
+                    continue
+                profiles = batch["rps"] * ids
+                figures[f"{rpc}_c{conc}_profiles_per_s"] = round(profiles)
+                versus = f", {profiles / single['rps']:.1f}x single Gets" if single else ""
+                lines.append(
+                    f"{RPC_NAMES[rpc]} c={conc}: {batch['rps']:,.0f} calls/s = {profiles:,.0f} "
+                    f"profiles/s{versus}"
                 )
         cell = _find(cells, real1, "get", 16)
         if cell is not None:
