@@ -175,3 +175,38 @@ def test_a_claim_setting_left_on_the_session_cannot_steer_auth_uid(
     assert rows == [(other, 55)]  # the other user's own new profile, not OWNER's
     ages = dict(admin.execute("SELECT owner_id::text, age FROM profile.profiles").fetchall())
     assert ages == {OWNER: 30, other: 55}
+
+
+def test_a_write_whose_etag_does_not_hold_is_refused_by_the_database(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    """Migration 0007: the precondition is checked in the write's own statement."""
+    current = admin.execute(
+        "SELECT profile_api.etag(id, updated_at) FROM profile.profiles WHERE owner_id = %s",
+        (OWNER,),
+    ).fetchone()
+    assert current is not None and current[0].startswith('"')
+    upsert = (
+        "SELECT age FROM profile_api.upsert_profile(%s, '{\"age\": 44}', '{age}', "
+        "extract(epoch FROM now()) + 60, %s)"
+    )
+    with pytest.raises(psycopg.DatabaseError) as info:
+        service_conn.execute(upsert, (CLAIMS, '"stale"'))
+    assert info.value.sqlstate == "PF412"
+    assert admin.execute("SELECT age FROM profile.profiles").fetchone() == (30,)
+    assert service_conn.execute(upsert, (CLAIMS, current[0])).fetchone() == (44,)
+
+
+def test_undelete_is_refused_on_an_active_profile_and_restores_a_deleted_one(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    """Migration 0008, as the service's login role: an owner restores its own, all data kept."""
+    undelete = (
+        "SELECT age, deleted_at FROM profile_api.undelete_profile("
+        "'authenticated', %s, %s, extract(epoch FROM now()) + 60, '')"
+    )
+    with pytest.raises(psycopg.DatabaseError) as info:
+        service_conn.execute(undelete, (CLAIMS, OWNER))
+    assert info.value.sqlstate == "PF409"
+    admin.execute("UPDATE profile.profiles SET deleted_at = now() WHERE owner_id = %s", (OWNER,))
+    assert service_conn.execute(undelete, (CLAIMS, OWNER)).fetchall() == [(30, None)]
