@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 # protoc finds the mypy-protobuf plugins on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-BUF_VERSION := 1.75.0
-BUF := .tools/node_modules/.bin/buf
+# buf (the protobuf linter and compatibility checker) comes from PyPI (buf-bin, pinned in
+# pyproject.toml's dev extra): make test needs Python and nothing else.
+BUF := $(BIN)/buf
 
 .PHONY: install proto run test lint bench clean
 
@@ -19,20 +20,16 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP) proto
 
-# buf (protobuf linter) comes from the npm registry, pinned; .tools/ is git-ignored.
-$(BUF):
-	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
-
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
 run: install
 	$(BIN)/python -m devtools.run
 
-test: install $(BUF)
+test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install $(BUF)
+lint: install
 	$(BUF) lint
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 	$(BIN)/ruff check .
@@ -44,4 +41,4 @@ bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,15 @@
 """The proto file: buf lint clean, and the generated code current."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BUF = ROOT / ".tools/node_modules/.bin/buf"
+BUF = Path(sys.executable).parent / "buf"  # buf-bin, from the dev extra
 
 
 def test_protos_pass_buf_lint() -> None:
-    assert BUF.exists(), "buf is missing: `make test` installs it (.tools/)"
+    assert BUF.exists(), "buf is missing: `make test` installs it (buf-bin)"
     result = subprocess.run(
         [str(BUF), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
@@ -36,7 +37,7 @@ def test_generated_code_matches_the_proto() -> None:
 def test_the_api_stays_wire_compatible_with_v1_0() -> None:
     """v1.0's descriptor is kept as the baseline (protos/baseline-v1.0.binpb, built by
     `buf build -o` from the v1.0 proto); every later change must pass `buf breaking` on it."""
-    assert BUF.exists(), "buf is missing: `make test` installs it (.tools/)"
+    assert BUF.exists(), "buf is missing: `make test` installs it (buf-bin)"
     result = subprocess.run(
         [str(BUF), "breaking", "--against", "protos/baseline-v1.0.binpb"],
         cwd=ROOT,
