@@ -122,13 +122,13 @@ class DatabaseHealthMonitor:
             read_only = await db.is_read_only(self._conn, self._timeout)
             return Database.READ_ONLY if read_only else Database.ANSWERS
         except (TimeoutError, db.NoAnswer):
-            await self._forget_connection()
+            self._forget_connection()
             return Database.SILENT
         except psycopg.Error:
-            await self._forget_connection()
+            self._forget_connection()
             return Database.UNREACHABLE
 
-    async def _forget_connection(self) -> None:
+    def _forget_connection(self) -> None:
         if self._conn is not None:
             self._conn.pgconn.finish()  # no goodbye: the server may not be listening
             self._conn = None

@@ -38,11 +38,10 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        row = await _call(
+        return await self._profile(
             context,
             lambda deadline: self._service.get(current_caller(), request.owner_id, deadline),
         )
-        return profile_from_row(row, self._retention_days)
 
     async def Upsert(self, request: pb.UpsertRequest, context: Context) -> pb.Profile:
         """See the proto."""
@@ -61,27 +60,31 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 etag=request.profile.etag,
             )
 
-        return profile_from_row(await _call(context, upsert), self._retention_days)
+        return await self._profile(context, upsert)
 
     async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        row = await _call(
+        return await self._profile(
             context,
             lambda deadline: self._service.soft_delete(
                 current_caller(), request.owner_id, deadline, etag=request.etag
             ),
         )
-        return profile_from_row(row, self._retention_days)
 
     async def Undelete(self, request: pb.UndeleteRequest, context: Context) -> pb.Profile:
         """See the proto."""
-        row = await _call(
+        return await self._profile(
             context,
             lambda deadline: self._service.undelete(
                 current_caller(), request.owner_id, deadline, etag=request.etag
             ),
         )
-        return profile_from_row(row, self._retention_days)
+
+    async def _profile(
+        self, context: Context, use_case: Callable[[float | None], Awaitable[Row]]
+    ) -> pb.Profile:
+        """The Profile answer of a use case that returns one row."""
+        return profile_from_row(await _call(context, use_case), self._retention_days)
 
     async def BatchGetProfiles(
         self, request: pb.BatchGetProfilesRequest, context: Context

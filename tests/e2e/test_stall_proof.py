@@ -49,6 +49,14 @@ def _get_latencies(stub: pb_grpc.ProfileServiceStub, md: object, n: int) -> list
     return took
 
 
+def _assert_serving_again(
+    channel: grpc.Channel, stub: pb_grpc.ProfileServiceStub, md: object
+) -> None:
+    """Once the database is back: health SERVING by itself, and the saved profile readable."""
+    assert wait_for(lambda: health(channel) == SERVING)
+    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+
+
 def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
@@ -76,10 +84,11 @@ def test_a_thousand_stalled_calls_leave_gets_and_health_served(
         assert stalled.poll() is None, "the stalled client must still hold its calls"
     finally:
         stalled.communicate(input="", timeout=30)
-    # Every Get above answered within its 1 s deadline; the figures are for the record (the
-    # bench measures them properly).
+    # Every Get above answered within its 1 s deadline, and (contract section 4) within 3x
+    # its idle p99; 10 ms of slack for a shared 2-core VM, where one slow Get moves a p99.
     idle_ms, loaded_ms = _p99(idle) * 1000, _p99(loaded) * 1000
     print(f"Get p99 idle {idle_ms:.2f} ms, with 1,016 stalled calls {loaded_ms:.2f} ms")
+    assert loaded_ms <= 3 * idle_ms + 10
 
 
 @pytest.fixture
@@ -125,8 +134,7 @@ def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_
     reasons = {error_reason(error)[0] for error in errors}
     assert reasons == {"DATABASE_NOT_ANSWERING", "DATABASE_POOL_EXHAUSTED"}
     proxy.thaw()
-    assert wait_for(lambda: health(channel) == SERVING)
-    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+    _assert_serving_again(channel, stub, md)
 
 
 def test_while_the_database_refuses_connections_calls_fail_at_once(
@@ -148,8 +156,7 @@ def test_while_the_database_refuses_connections_calls_fail_at_once(
         assert error_reason(error)[0] == "DATABASE_UNREACHABLE"
         assert time.monotonic() - started < 1.0
     proxy.restore()
-    assert wait_for(lambda: health(channel) == SERVING)
-    assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+    _assert_serving_again(channel, stub, md)
 
 
 def test_after_repeated_outages_the_service_is_back_in_two_seconds_with_a_full_pool(

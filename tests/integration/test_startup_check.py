@@ -34,6 +34,18 @@ CASES = {
 }
 
 
+# What docs/operations.md tells operators to create.
+RECOMMENDED = "NOINHERIT IN ROLE authenticated, service_role"
+
+
+def _create_login(admin: psycopg.Connection, role: str, attributes: str) -> None:
+    admin.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + attributes).format(
+            sql.Identifier(role), sql.Literal(PASSWORD)
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def migrated_url(server_admin_url: str) -> Iterator[str]:
     name = devdb.create_database(server_admin_url, prefix="profile_startup")
@@ -64,11 +76,7 @@ def test_a_role_that_would_escape_rls_is_refused(
     migrated_url: str, login_role: str, attributes: str, refusal: str
 ) -> None:
     with psycopg.connect(migrated_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + attributes).format(
-                sql.Identifier(login_role), sql.Literal(PASSWORD)
-            )
-        )
+        _create_login(admin, login_role, attributes)
         if refusal == "owns profile.profiles":
             admin.execute(
                 sql.SQL("ALTER TABLE profile.profiles OWNER TO {}").format(
@@ -81,11 +89,7 @@ def test_a_role_that_would_escape_rls_is_refused(
 
 def test_the_recommended_role_is_accepted(migrated_url: str, login_role: str) -> None:
     with psycopg.connect(migrated_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL(
-                "CREATE ROLE {} LOGIN NOINHERIT PASSWORD {} IN ROLE authenticated, service_role"
-            ).format(sql.Identifier(login_role), sql.Literal(PASSWORD))
-        )
+        _create_login(admin, login_role, RECOMMENDED)
     check_database(devdb.with_user(migrated_url, login_role, PASSWORD), timeout=5)
 
 
@@ -115,11 +119,7 @@ def test_a_database_that_stops_answering_is_unreachable_not_a_hang(
 def test_a_default_for_a_jwt_claim_setting_is_refused(migrated_url: str, login_role: str) -> None:
     """`ALTER ROLE … SET request.jwt.claim.sub` would steer auth.uid() to one user's row."""
     with psycopg.connect(migrated_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL(
-                "CREATE ROLE {} LOGIN NOINHERIT PASSWORD {} IN ROLE authenticated, service_role"
-            ).format(sql.Identifier(login_role), sql.Literal(PASSWORD))
-        )
+        _create_login(admin, login_role, RECOMMENDED)
         admin.execute(
             sql.SQL("ALTER ROLE {} SET request.jwt.claim.sub = {}").format(
                 sql.Identifier(login_role), sql.Literal("6f1f3f0e-0000-4000-8000-000000000001")

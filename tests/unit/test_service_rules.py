@@ -8,12 +8,21 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from profile_service import db
 from profile_service.auth import Caller
-from profile_service.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError
+from profile_service.errors import (
+    InvalidArgument,
+    NotFound,
+    OutOfTime,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
+)
 from profile_service.service import ProfileService
+from profile_service.store import ProfileStore
 from profile_service.validation import WRITABLE_FIELDS
 
 EVERYTHING = frozenset(WRITABLE_FIELDS)
@@ -107,3 +116,15 @@ def test_a_dry_run_counts_once_and_a_caller_gone_stops_the_loop() -> None:
     purge = _service(store).purge(SERVICE, 0, False, 0, None, should_continue=lambda: False)
     assert asyncio.run(purge) == 1000
     assert len(store.queries) == 1
+
+
+def test_the_store_answers_before_any_connection_when_it_cannot_help() -> None:
+    """Contract section 4: out of time is DEADLINE_EXCEEDED (never UNAVAILABLE); a database
+    known to be unreachable is UNAVAILABLE at once. Neither asks the pool (None here)."""
+    query = lambda _: db.Query(db.Statement("x", "SELECT 1"), (), lambda v: v)  # noqa: E731
+    store = ProfileStore(None, db_timeout_seconds=5)  # type: ignore[arg-type]
+    error = _fails(store.run(query, time.monotonic() - 1), OutOfTime)
+    assert (error.code, error.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "NO_TIME_LEFT")
+    down = ProfileStore(None, db_timeout_seconds=5, database_unreachable=lambda: True)  # type: ignore[arg-type]
+    error = _fails(down.run(query, None), Unavailable)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNREACHABLE")
