@@ -16,8 +16,7 @@ def _generate_proto() -> None:
     cwd = os.getcwd()
     os.chdir(here)
     try:
-        # Stubs need mypy-protobuf, a dev tool (`make proto` adds them); the build does not.
-        gen_proto.generate(with_stubs=False)
+        gen_proto.generate()
     finally:
         os.chdir(cwd)
 
@@ -27,9 +26,6 @@ setup(
     packages=sorted(
         {
             *find_packages(include=["profile_service*"]),
-            "profile_service._proto",
-            "profile_service._proto.profile",
-            "profile_service._proto.profile.v1",
             "profile_service.migrations",
             "profile_service.migrations.versions",
         }
@@ -37,7 +33,9 @@ setup(
     package_dir={"profile_service.migrations": "migrations"},
     package_data={
         "profile_service": ["py.typed"],
-        "profile_service._proto": ["*.binpb"],
+        # The public stubs: typed, with the descriptor set and the .proto files they came from.
+        "profile_service.client": ["service_config.json"],
+        "profile_service.v1": ["py.typed", "*.pyi", "*.binpb", "protos/**/*.proto"],
         "profile_service.migrations": ["*.mako"],
     },
 )

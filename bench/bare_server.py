@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 
 from bench.payloads import constant_profile
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.lifecycle import schedule_as_batch
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 
 
 class _SyncServicer(pb_grpc.ProfileServiceServicer):

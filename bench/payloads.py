@@ -10,7 +10,7 @@ import struct
 import uuid
 
 from profile_service import tokens
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 
 SERVICE = "profile.v1.ProfileService"
 GET_METHOD = f"/{SERVICE}/Get"

@@ -2,7 +2,7 @@
 
 The stock servicer builds descriptors with CopyToProto, which drops source info (the comments).
 Rather than re-implement reflection, this wraps the stock servicer and swaps our file's
-descriptor for the copy with source info that `make proto` writes next to the generated code.
+descriptor for the copy with source info that `make proto` writes into profile_service/v1.
 """
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -18,7 +18,7 @@ DESCRIPTOR_SET = "profile_service.binpb"
 
 
 def _descriptors_with_comments() -> dict[str, bytes]:
-    resource = files("profile_service._proto").joinpath(DESCRIPTOR_SET)
+    resource = files("profile_service.v1").joinpath(DESCRIPTOR_SET)
     if not resource.is_file():  # built without it: reflection still works, without comments
         return {}
     descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(resource.read_bytes())

@@ -30,7 +30,6 @@ from profile_service import (
     repository,
     startup_check,
 )
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service.access_log import AccessLogInterceptor
 from profile_service.admission import Admission
 from profile_service.auth import AuthInterceptor, TokenVerifier
@@ -42,6 +41,7 @@ from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.store import ProfileStore
 from profile_service.unary_interceptor import register
+from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.validation import MAX_REQUEST_BYTES
 
 _LOGGER = logging.getLogger(__name__)

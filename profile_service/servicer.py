@@ -9,13 +9,13 @@ import psycopg
 from google.protobuf import struct_pb2
 
 from profile_service import call_notes, errors
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.auth import current_caller
 from profile_service.errors import ServiceError
 from profile_service.fields import FIELDS, of_kind
 from profile_service.repository import Row
 from profile_service.service import ProfileService
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.validation import WRITABLE_FIELDS
 
 # The field table (fields.py) by how a field crosses between proto and row.

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from profile_service import server, tokens
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.config import Settings
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"

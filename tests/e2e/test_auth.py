@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, bearer, rpc_error, server_env, serving
 

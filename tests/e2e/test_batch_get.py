@@ -7,7 +7,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import field_violations, rpc_error, service, user
 
 

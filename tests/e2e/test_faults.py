@@ -14,8 +14,8 @@ import grpc
 import psycopg
 import pytest
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
 from tests.e2e.probes import NOT_SERVING, SERVING, free_port, health, scrape

@@ -11,7 +11,7 @@ import uuid
 import grpc
 import pytest
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user, wait_for
 from tests.e2e.probes import scrape
 from tests.e2e.raw_h2 import call, frame

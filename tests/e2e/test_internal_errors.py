@@ -14,11 +14,11 @@ import grpc
 import grpc.aio
 import pytest
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.access_log import AccessLogInterceptor
 from profile_service.internal_errors import InternalErrorInterceptor
 from profile_service.unary_interceptor import register
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import rpc_error, wait_for
 
 SECRET_TEXT = "limitations=knee surgery"

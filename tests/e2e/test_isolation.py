@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import server_env, serving, user
 

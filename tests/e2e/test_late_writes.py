@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import rpc_error, server_env, serving, user, wait_for
 

@@ -8,8 +8,8 @@ import grpc
 import psycopg
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import Metadata, field_violations, rpc_error, service, user
 
 NewUser = Callable[[], tuple[str, Metadata]]

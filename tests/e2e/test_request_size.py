@@ -7,8 +7,8 @@ import uuid
 import grpc
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from profile_service.validation import (
     EQUIPMENT_ITEM_MAX_CHARS,
     EQUIPMENT_MAX_ITEMS,

@@ -1,7 +1,7 @@
 import grpc
 import pytest
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user
 
 

@@ -6,7 +6,7 @@ import uuid
 import grpc
 import psycopg
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import error_reason, rpc_error, service, user
 
 

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import field_violations, rpc_error, user
 
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ Resource = dict[str, Any]
 
 
 # --- Dockerfile -------------------------------------------------------------------------------
+
+
+def build_context() -> list[str]:
+    """What `docker build .` would see, near enough: tracked and untracked, not git-ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [p for p in listed.split("\0") if p and (REPO_ROOT / p).is_file()]
 
 
 @dataclass(frozen=True)

@@ -124,4 +124,4 @@ def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
     # Generated code is rebuilt inside the image, never taken from a work tree.
-    assert "profile_service/_proto/" in lines
+    assert "profile_service/v1/" in lines

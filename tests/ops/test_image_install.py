@@ -8,22 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ops.conftest import REPO_ROOT, Instruction, stage_instructions
+from tests.ops.conftest import REPO_ROOT, Instruction, build_context, stage_instructions
 
 # The builder's absolute paths, and where this test puts them instead.
 _VENV = "/opt/venv"
-_SRC = re.compile(r"(?<![\w./-])/src(?=/|\s|$)")
-
-
-def _build_context() -> list[str]:
-    """What `docker build .` would see, near enough: tracked and untracked, not git-ignored."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return [p for p in listed.split("\0") if p and (REPO_ROOT / p).is_file()]
+_SRC = re.compile(r"(?<![\w./-])/src(?=[/\s'\[]|$)")
 
 
 def _copy(instruction: Instruction, context: list[str], workdir: Path) -> None:
@@ -47,7 +36,7 @@ def _copy(instruction: Instruction, context: list[str], workdir: Path) -> None:
 
 def test_the_images_install_step_produces_a_working_profile_service(tmp_path: Path) -> None:
     venv, src = tmp_path / "venv", tmp_path / "src"
-    context = _build_context()
+    context = build_context()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     # `python` in the Dockerfile is the base image's; here, this interpreter's.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -90,7 +79,7 @@ def test_the_images_install_step_produces_a_working_profile_service(tmp_path: Pa
     # grpcio-tools was a build requirement only.
     probe = (
         "import importlib.resources, importlib.util, profile_service;"
-        "from profile_service._proto.profile.v1 import profile_service_pb2_grpc;"
+        "from profile_service.v1 import profile_service_pb2_grpc;"
         "print(profile_service.__file__);"
         "print(sorted(p.name for p in importlib.resources.files("
         "'profile_service.migrations').joinpath('versions').iterdir()));"

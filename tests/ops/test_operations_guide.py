@@ -15,7 +15,7 @@ def _guide() -> str:
 
 def _settings_read_by_the_code() -> set[str]:
     names: set[str] = set()
-    for path in _PACKAGE.glob("*.py"):  # not _proto/
+    for path in _PACKAGE.glob("*.py"):  # not v1/ (generated)
         source = path.read_text(encoding="utf-8")
         names |= set(re.findall(r"reader\.\w+\(\s*\"([A-Z][A-Z0-9_]+)\"", source))
         names |= set(re.findall(r"environ\.get\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", source))

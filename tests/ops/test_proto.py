@@ -17,7 +17,7 @@ def test_protos_pass_buf_lint() -> None:
 
 
 def test_generated_code_matches_the_proto() -> None:
-    from profile_service._proto.profile.v1 import profile_service_pb2 as pb
+    from profile_service.v1 import profile_service_pb2 as pb
 
     service = pb.DESCRIPTOR.services_by_name["ProfileService"]
     assert service.full_name == "profile.v1.ProfileService"

@@ -2,8 +2,8 @@
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from profile_service._proto.profile.v1 import profile_service_pb2 as pb
 from profile_service.fields import FIELDS, Kind
+from profile_service.v1 import profile_service_pb2 as pb
 
 
 def _kind(field: FieldDescriptor) -> Kind:
