@@ -69,14 +69,12 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    import grpc
-
-    from profile_service import tokens
-    from profile_service._proto.profile.v1 import profile_service_pb2 as pb
-    from profile_service._proto.profile.v1 import profile_service_pb2_grpc as pb_grpc
+    from profile_service.client import TLS, ProfileClient, ServiceError
 
     token = args.token
     if token is None:
+        from profile_service import tokens
+
         signing = SigningSettings.from_env()
         # Short-lived: it only has to outlive this one call.
         token = tokens.mint(
@@ -85,19 +83,26 @@ def _purge(args: argparse.Namespace) -> int:
             ttl_seconds=int(args.timeout) + 60,
             audience=signing.jwt_audience,
         )
-    request = pb.PurgeRequest(
-        retention_days=args.retention_days, dry_run=args.dry_run, batch_size=args.batch_size
-    )
-    with grpc.insecure_channel(args.target) as channel:
+    tls = None
+    if args.tls or args.ca_file:
+        tls = TLS(root_certificates=_read(args.ca_file), server_name=args.server_name)
+    with ProfileClient(args.target, token=token, tls=tls, timeout=args.timeout) as client:
         try:
-            response = pb_grpc.ProfileServiceStub(channel).Purge(
-                request, timeout=args.timeout, metadata=(("authorization", f"Bearer {token}"),)
+            count = client.purge(
+                args.retention_days, dry_run=args.dry_run, batch_size=args.batch_size
             )
-        except grpc.RpcError as exc:
-            print(f"purge failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        except ServiceError as exc:
+            print(f"purge failed: {exc.code.name}: {exc.message}", file=sys.stderr)
             return 1
-    print(response.purge_count)
+    print(count)
     return 0
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=0, help="rows per transaction (default: 1000)"
     )
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.add_argument("--tls", action="store_true", help="the server serves TLS (system roots)")
+    purge.add_argument("--ca-file", help="PEM of the CA that signed the server's certificate")
+    purge.add_argument("--server-name", help="the name in the server's certificate")
     purge.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the call (default: 600)"
     )
@@ -160,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.handler(args)
     except ConfigError as exc:
         print(f"profile-service: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        # A plain install is the client; the server's libraries come with the extra.
+        if exc.name is None or exc.name.startswith("profile_service"):
+            raise
+        print(
+            f"profile-service {args.command}: needs {exc.name}, which comes with the server: "
+            "pip install 'profile-service[server]'",
+            file=sys.stderr,
+        )
         return 2
     return code
 

@@ -1,5 +1,6 @@
 """Every way an API call can fail, in one place (as PostgREST's Error module): the errors the
-service raises, the gRPC status each stands for, and how it is sent.
+service raises, the gRPC status each stands for, how it is sent, and how a client reads it
+back (`from_rpc_error`: profile_service.client raises these same classes).
 
 Every failed call carries a `google.rpc.Status` in its trailers (grpc-status-details-bin) with
 a `google.rpc.ErrorInfo`: a stable `reason` a program can branch on (AIP-193), beside the
@@ -7,8 +8,9 @@ message for people. INVALID_ARGUMENT adds a `google.rpc.BadRequest` listing the 
 fields. The reasons are listed in the README.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -32,9 +34,13 @@ class FieldViolation:
 
 
 class ServiceError(Exception):
-    """A failure the caller is told about: a status, a message, and a reason for programs."""
+    """A failure the caller is told about: a status, a message, and a reason for programs.
 
-    code: ClassVar[grpc.StatusCode]
+    On the client side, `request_id` is the id the server logged the call under."""
+
+    # Each subclass's status; a client reading a status no subclass stands for sets its own.
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    request_id: str | None = None
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -162,3 +168,46 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError
         status._replace(trailing_metadata=earlier + tuple(status.trailing_metadata))
     )
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def from_rpc_error(error: grpc.RpcError) -> ServiceError:
+    """The ServiceError a failed call stands for, read back from its status and details: the
+    class for its status code, with the reason, the field violations and the missing owners."""
+    call: Any = error  # a failed call is both a grpc.RpcError and a grpc.Call
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
+    status = rpc_status.from_call(call)
+    return from_status(code, message, status.details if status is not None else ())
+
+
+def from_status(
+    code: grpc.StatusCode, message: str, details: Sequence[any_pb2.Any]
+) -> ServiceError:
+    """As from_rpc_error, from the parts of a google.rpc.Status."""
+    reason, violations, missing = "", [], []
+    for detail in details:
+        info = error_details_pb2.ErrorInfo()
+        bad_request = error_details_pb2.BadRequest()
+        resource = error_details_pb2.ResourceInfo()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad_request):
+            violations += [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+        elif detail.Unpack(resource):
+            missing.append(resource.resource_name)
+    cls = next((c for c in _subclasses(ServiceError) if c.code == code), ServiceError)
+    error: ServiceError
+    if cls is InvalidArgument:
+        error = InvalidArgument(violations, message=message, reason=reason)
+    elif cls is NotFound:
+        error = NotFound(message, reason, missing)
+    else:
+        error = cls(message, reason)
+        error.code = code
+    return error
