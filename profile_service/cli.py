@@ -23,9 +23,10 @@ def serve(settings: Settings) -> int:
     from profile_service import lifecycle, startup_check, workers
 
     # Once here, so that a refusal is one message and exit code 2, not one per worker.
-    startup_check.check_ports(
-        {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
-    )
+    ports = {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
+    if settings.grpc_health_port is not None:
+        ports["GRPC_HEALTH_PORT"] = settings.grpc_health_port
+    startup_check.check_ports(ports)
     if settings.workers > 1:
         startup_check.check_database_at_start_up(settings)
         return workers.supervise(settings)
@@ -84,8 +85,13 @@ def _purge(args: argparse.Namespace) -> int:
             audience=signing.jwt_audience,
         )
     tls = None
-    if args.tls or args.ca_file:
-        tls = TLS(root_certificates=_read(args.ca_file), server_name=args.server_name)
+    if args.tls or args.ca_file or args.cert_file:
+        tls = TLS(
+            root_certificates=_read(args.ca_file),
+            certificate_chain=_read(args.cert_file),
+            private_key=_read(args.key_file),
+            server_name=args.server_name,
+        )
     with ProfileClient(args.target, token=token, tls=tls, timeout=args.timeout) as client:
         try:
             count = client.purge(
@@ -145,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--tls", action="store_true", help="the server serves TLS (system roots)")
     purge.add_argument("--ca-file", help="PEM of the CA that signed the server's certificate")
     purge.add_argument("--server-name", help="the name in the server's certificate")
+    purge.add_argument("--cert-file", help="this client's PEM certificate chain (mTLS)")
+    purge.add_argument("--key-file", help="this client's PEM private key (mTLS)")
     purge.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the call (default: 600)"
     )

@@ -3,12 +3,18 @@
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from profile_service.validation import PURGE_MAX_RETENTION_DAYS
+
+if TYPE_CHECKING:  # tls.py needs `cryptography`, which a client-only install lacks
+    from profile_service.tls import TlsFiles
 
 # The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
 DATABASE_PURGE_FLOOR_DAYS = 30
 _ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+# With TLS on, health is also served in plaintext here: the kubelet's gRPC probe speaks no TLS.
+DEFAULT_TLS_HEALTH_PORT = 50052
 
 
 class ConfigError(Exception):
@@ -27,6 +33,8 @@ class Settings:
     jwt_audience: str | None
     grpc_port: int
     metrics_port: int
+    tls: "TlsFiles | None"
+    grpc_health_port: int | None
     workers: int
     pin_workers: bool
     sched_batch: bool
@@ -64,6 +72,8 @@ class Settings:
         previous = reader.text("JWT_SECRET_PREVIOUS")
         if previous and len(previous) < 32:
             reader.fault("JWT_SECRET_PREVIOUS", "must be at least 32 characters")
+        tls = _tls_files(reader)
+        health_port = reader.text("GRPC_HEALTH_PORT")
         settings = cls(
             database_url=reader.required("DATABASE_URL"),
             jwt_secret=None if public_key else secret,
@@ -73,6 +83,12 @@ class Settings:
             jwt_audience=reader.text("JWT_AUDIENCE"),
             grpc_port=reader.integer("GRPC_PORT", 50051, 0, 65535),
             metrics_port=reader.integer("METRICS_PORT", 9090, 0, 65535),
+            tls=tls,
+            grpc_health_port=(
+                reader.integer("GRPC_HEALTH_PORT", DEFAULT_TLS_HEALTH_PORT, 0, 65535)
+                if tls is not None or health_port is not None
+                else None
+            ),
             workers=reader.integer("WORKERS", _cpu_count(), 1, 256),
             pin_workers=reader.boolean("PIN_WORKERS", True),
             sched_batch=reader.boolean("SCHED_BATCH", True),
@@ -122,6 +138,29 @@ class SigningSettings:
         settings = cls(reader.required("JWT_SECRET"), reader.text("JWT_AUDIENCE"))
         reader.raise_if_faulty()
         return settings
+
+
+def _tls_files(reader: "_Reader") -> "TlsFiles | None":
+    """GRPC_TLS_*: both the certificate and its key, or neither; checked by loading them."""
+    from profile_service import tls
+
+    cert, key = reader.text("GRPC_TLS_CERT_FILE"), reader.text("GRPC_TLS_KEY_FILE")
+    client_ca = reader.text("GRPC_TLS_CLIENT_CA_FILE")
+    if not cert and not key:
+        if client_ca:
+            reader.fault("GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and _KEY_FILE")
+        return None
+    if not cert or not key:
+        missing = "GRPC_TLS_CERT_FILE" if not cert else "GRPC_TLS_KEY_FILE"
+        reader.fault(missing, "is required when the other GRPC_TLS_* file is set")
+        return None
+    files = tls.TlsFiles(cert, key, client_ca)
+    try:
+        tls.load(files)
+    except tls.UnusableCertificate as exc:
+        reader.fault("GRPC_TLS_*", f"unusable: {exc}")
+        return None
+    return files
 
 
 def _is_usable_public_key(pem: str, algorithm: str) -> bool:

@@ -29,6 +29,7 @@ from profile_service import (
     reflection,
     repository,
     startup_check,
+    tls,
 )
 from profile_service.access_log import AccessLogInterceptor
 from profile_service.admission import Admission
@@ -56,6 +57,8 @@ class _Serving:
 
     server: grpc.aio.Server
     port: int
+    health_server: grpc.aio.Server | None
+    health_port: int | None
     pool: AsyncConnectionPool
     health: DatabaseHealthMonitor
     admission: Admission
@@ -65,6 +68,8 @@ class _Serving:
         within `grace`, close the pool."""
         self.admission.close()
         await self.health.stop()
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.server.stop(grace)
         await self.pool.close()
 
@@ -80,6 +85,11 @@ class RunningServer:
     metrics_server: WSGIServer | None = None
     metrics_port: int | None = None
     _stopped: bool = field(default=False)
+
+    @property
+    def health_port(self) -> int | None:
+        """The plaintext health-only port (with TLS on), else None."""
+        return self._serving.health_port
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, and stop the loop."""
@@ -165,15 +175,34 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ),
     )
+    health_server = health_port = None
     try:
-        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+        address = f"{host}:{settings.grpc_port}"
+        if settings.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials(settings.tls))
+        if settings.grpc_health_port is not None:
+            health_server = grpc.aio.server(options=_server_options(settings, reuse_port))
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+            health_port = health_server.add_insecure_port(f"{host}:{settings.grpc_health_port}")
         await monitor.start()
         await server.start()
+        if health_server is not None:
+            await health_server.start()
     except BaseException:
         await monitor.stop()
         await pool.close()
         raise
-    return _Serving(server=server, port=port, pool=pool, health=monitor, admission=admission)
+    return _Serving(
+        server=server,
+        port=port,
+        health_server=health_server,
+        health_port=health_port,
+        pool=pool,
+        health=monitor,
+        admission=admission,
+    )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:

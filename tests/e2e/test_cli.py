@@ -106,7 +106,8 @@ def test_purge_fails_visibly_when_the_server_refuses(running_server: RunningServ
 
 
 def test_purge_fails_visibly_when_the_server_is_down() -> None:
-    result = _run("purge", "--target", "127.0.0.1:1", "--timeout", "2", JWT_SECRET=SECRET)
+    # The client retries UNAVAILABLE a few times (service_config.json), then reports it.
+    result = _run("purge", "--target", "127.0.0.1:1", "--timeout", "10", JWT_SECRET=SECRET)
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr
 

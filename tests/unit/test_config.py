@@ -1,10 +1,13 @@
 """Settings from the environment: defaults, and one clear message per bad value."""
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from profile_service.config import ConfigError, Settings
+from tests.certificates import Authority
 
 BASE = {"DATABASE_URL": "postgresql://x@localhost/db", "JWT_SECRET": "s" * 32}
 
@@ -92,4 +95,45 @@ def test_a_public_key_that_cannot_verify_stops_the_start_up(key: str, algorithm:
     with pytest.raises(
         ConfigError, match=f"JWT_PUBLIC_KEY is not a PEM public key usable with {algorithm}"
     ):
+        Settings.from_env(env)
+
+
+def _tls_env(tmp_path: Path, cert: bytes, key: bytes, **more: str) -> dict[str, str]:
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    return {
+        **BASE,
+        "GRPC_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+        "GRPC_TLS_KEY_FILE": str(tmp_path / "tls.key"),
+        **more,
+    }
+
+
+def test_tls_files_are_loaded_and_health_gets_its_plaintext_port(tmp_path: Path) -> None:
+    issued = Authority().server()
+    settings = Settings.from_env(_tls_env(tmp_path, issued.cert, issued.key))
+    assert settings.tls is not None and settings.tls.cert_file.endswith("tls.crt")
+    assert settings.grpc_health_port == 50052
+    assert Settings.from_env(BASE).grpc_health_port is None  # plaintext: health on GRPC_PORT
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"GRPC_TLS_CERT_FILE": "/x.crt"}, "GRPC_TLS_KEY_FILE is required when"),
+        ({"GRPC_TLS_CLIENT_CA_FILE": "/ca.crt"}, "GRPC_TLS_CLIENT_CA_FILE needs"),
+    ],
+)
+def test_tls_settings_come_together(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, **overrides})
+
+
+def test_a_key_that_is_not_the_certificates_stops_the_start_up(tmp_path: Path) -> None:
+    ca = Authority()
+    env = _tls_env(tmp_path, ca.server().cert, ca.server().key)
+    with pytest.raises(ConfigError, match=r"tls\.key is not the key of"):
+        Settings.from_env(env)
+    env = _tls_env(tmp_path, b"not a certificate", ca.server().key)
+    with pytest.raises(ConfigError, match="no PEM certificate"):
         Settings.from_env(env)

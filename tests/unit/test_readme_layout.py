@@ -1,4 +1,5 @@
-"""The README's layout table names every module of the service and every top-level folder."""
+"""The README's layout table names every module and package of the service and every top-level
+folder."""
 
 from pathlib import Path
 
@@ -13,6 +14,18 @@ def test_every_module_and_folder_is_in_the_layout() -> None:
         for p in (ROOT / "profile_service").glob("*.py")
         if p.name not in ("__init__.py", "__main__.py")
     )
-    folders = ["protos/", "migrations/", "devtools/", "tests/", "deploy/k8s/", "docs/", "bench/"]
+    packages = sorted(
+        f"{p.name}/" for p in (ROOT / "profile_service").iterdir() if (p / "__init__.py").exists()
+    )
+    folders = [
+        *packages,
+        "protos/",
+        "migrations/",
+        "devtools/",
+        "tests/",
+        "deploy/k8s/",
+        "docs/",
+        "bench/",
+    ]
     missing = [name for name in [*modules, *folders] if name not in layout]
     assert missing == []
