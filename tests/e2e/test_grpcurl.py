@@ -16,9 +16,7 @@ from profile_service.server import RunningServer
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import SECRET, bearer, rpc_error, wait_for
-from tests.e2e.probes import SERVING, free_port, health
-
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+from tests.e2e.probes import GRPCURL, SERVING, free_port, health
 
 
 def _grpcurl(*args: str) -> str:

@@ -1,6 +1,7 @@
 """TLS and mTLS on the API port: certificates made here, rotated in place, refused when they
 should be; health still answered in plaintext for the kubelet's probes."""
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,7 +16,7 @@ from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env, serving
-from tests.e2e.probes import SERVING, health
+from tests.e2e.probes import GRPCURL, SERVING, health
 
 Start = Callable[..., AbstractContextManager[server.RunningServer]]
 
@@ -84,6 +85,17 @@ def test_tls_serves_the_api_and_health_and_plaintext_is_refused(start: Start, fi
         target = f"127.0.0.1:{running.port}"
         with grpc.secure_channel(target, channel_credentials, options) as secure:
             assert health(secure) == SERVING
+        # Reflection too, for grpcurl over TLS.
+        ca_file = files.cert.parent / "ca.pem"
+        ca_file.write_bytes(ca.cert)
+        listed = subprocess.run(
+            [GRPCURL, "-cacert", str(ca_file), "-servername", "localhost", target, "list"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
+        assert "profile.v1.ProfileService" in listed
         # Plaintext: the kubelet's probe on the health-only port; nothing on the TLS port.
         assert running.health_port is not None
         with grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as plain:
