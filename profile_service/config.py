@@ -9,7 +9,8 @@ from profile_service.validation import PURGE_MAX_RETENTION_DAYS
 
 # The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
 DATABASE_PURGE_FLOOR_DAYS = 30
-_ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+# The algorithms of a public key (JWT_PUBLIC_KEY) or of a JWKS key (jwks.py).
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
 class ConfigError(Exception):
@@ -62,8 +63,8 @@ class Settings:
                 reader.fault(
                     "JWT_JWKS_URL", "cannot be set with JWT_PUBLIC_KEY (the JWKS has the keys)"
                 )
-            if algorithm not in _ASYMMETRIC_ALGORITHMS:
-                reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(_ASYMMETRIC_ALGORITHMS)}")
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
             elif not _is_usable_public_key(public_key, algorithm):
                 reader.fault("JWT_PUBLIC_KEY", f"is not a PEM public key usable with {algorithm}")
         elif algorithm != "HS256":

@@ -36,6 +36,7 @@ from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.internal_errors import InternalErrorInterceptor
+from profile_service.jwks import JwksKeySet
 from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
@@ -59,6 +60,7 @@ class _Serving:
     pool: AsyncConnectionPool
     health: DatabaseHealthMonitor
     admission: Admission
+    jwks: JwksKeySet | None
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
@@ -66,6 +68,8 @@ class _Serving:
         self.admission.close()
         await self.health.stop()
         await self.server.stop(grace)
+        if self.jwks is not None:
+            await self.jwks.close()
         await self.pool.close()
 
 
@@ -141,6 +145,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     )
     service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
+    jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
     server = grpc.aio.server(options=_server_options(settings, reuse_port))
     # The request path: access log (request id, timing, metrics) → a body that is not protobuf
     # → refused while draining → unexpected errors as INTERNAL → auth → servicer.
@@ -153,7 +158,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
             RejectMalformed(),
             admission,
             InternalErrorInterceptor(),
-            AuthInterceptor(TokenVerifier(settings)),
+            AuthInterceptor(TokenVerifier(settings, jwks=jwks)),
         ],
         parse_or_mark,
     )
@@ -168,12 +173,20 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     try:
         port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
         await monitor.start()
+        if jwks is not None:
+            # In the background: an issuer that does not answer must not stop the start-up
+            # (tokens signed with the secret keep working meanwhile).
+            jwks.start()
         await server.start()
     except BaseException:
+        if jwks is not None:
+            await jwks.close()
         await monitor.stop()
         await pool.close()
         raise
-    return _Serving(server=server, port=port, pool=pool, health=monitor, admission=admission)
+    return _Serving(
+        server=server, port=port, pool=pool, health=monitor, admission=admission, jwks=jwks
+    )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
