@@ -53,14 +53,19 @@ class JwksKeySet:
         self,
         url: str,
         *,
-        refresh_seconds: float = REFRESH_SECONDS,
-        min_refetch_seconds: float = MIN_REFETCH_SECONDS,
-        fetch_timeout_seconds: float = FETCH_TIMEOUT_SECONDS,
+        refresh_seconds: float | None = None,
+        min_refetch_seconds: float | None = None,
+        fetch_timeout_seconds: float | None = None,
     ) -> None:
+        # None: the module's constant, read now (so that a test may shorten it for a server).
         self._url = url
-        self._refresh_seconds = refresh_seconds
-        self._min_refetch_seconds = min_refetch_seconds
-        self._fetch_timeout_seconds = fetch_timeout_seconds
+        self._refresh_seconds = REFRESH_SECONDS if refresh_seconds is None else refresh_seconds
+        self._min_refetch_seconds = (
+            MIN_REFETCH_SECONDS if min_refetch_seconds is None else min_refetch_seconds
+        )
+        self._fetch_timeout_seconds = (
+            FETCH_TIMEOUT_SECONDS if fetch_timeout_seconds is None else fetch_timeout_seconds
+        )
         self._keys: dict[str, PyJWK] | None = None  # None until a fetch has succeeded
         self._fetched_at = -math.inf  # time.monotonic() of the last successful fetch
         self._attempted_at = -math.inf  # ...and of the start of the last attempt
