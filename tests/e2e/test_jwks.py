@@ -23,12 +23,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service import jwks
+from profile_service import jwks, tokens
 from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import bearer, error_reason, rpc_error, server_env, serving, user
+from tests.e2e.conftest import SECRET, bearer, error_reason, rpc_error, server_env, serving, user
 
 # The shortest time between two fetches, for the servers of this module (30 s in production).
 REFETCH_SECONDS = 1.5
@@ -358,6 +358,17 @@ def test_keys_become_usable_once_the_jwks_server_answers(
             _not_found(stub, bearer(ES.token()))
     finally:
         down.close()
+
+
+def test_a_jwks_url_alone_accepts_its_keys_and_no_hs256_token(
+    test_db: ThrowawayDatabase, jwks_server: JwksServer
+) -> None:
+    env = server_env(test_db.service_url, JWT_JWKS_URL=jwks_server.url, JWT_SECRET="")
+    with serving(env) as (_, channel):
+        stub = pb_grpc.ProfileServiceStub(channel)
+        _not_found(stub, bearer(ES.token()))
+        hs256 = tokens.mint(SECRET, role="authenticated", sub=str(uuid.uuid4()))
+        assert _refused(stub, hs256) == ("TOKEN_INVALID", "invalid token")
 
 
 # The key set on its own, against the same kind of server.
