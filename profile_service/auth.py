@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,8 +22,9 @@ import grpc.aio
 import jwt
 
 from profile_service import call_notes, errors
-from profile_service.config import Settings
+from profile_service.config import ASYMMETRIC_ALGORITHMS, Settings
 from profile_service.errors import PermissionDenied, ServiceError, Unauthenticated
+from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
 
@@ -54,7 +55,8 @@ def _unauthenticated(message: str, reason: str = "TOKEN_INVALID") -> Unauthentic
 
 
 class TokenVerifier:
-    """Verifies JWTs with a fixed algorithm and key; remembers verified tokens until they expire.
+    """Verifies JWTs with a fixed algorithm and key, or with the published key their `kid`
+    names (`jwks`); remembers verified tokens until they expire.
 
     The cache mirrors PostgREST's JWT cache: a token verified once is not re-verified on every
     call. It is bounded, and an entry is never used past its token's `exp`, nor longer than
@@ -68,15 +70,19 @@ class TokenVerifier:
         settings: Settings,
         cache_size: int = 10_000,
         leeway_seconds: float = LEEWAY_SECONDS,
+        jwks: JwksKeySet | None = None,
     ) -> None:
         key = settings.jwt_public_key or settings.jwt_secret
-        if not key:
+        if not key and jwks is None:
             raise ValueError("no JWT key configured")
         # During a rotation the previous secret is still accepted, so callers holding tokens
         # signed with it are not refused while the new one rolls out.
-        self._keys = [key] + (
-            [settings.jwt_secret_previous] if settings.jwt_secret_previous else []
-        )
+        self._keys: list[str | jwt.PyJWK] = []
+        if key:
+            self._keys.append(key)
+        if key and settings.jwt_secret_previous:
+            self._keys.append(settings.jwt_secret_previous)
+        self._jwks = jwks
         # The algorithm is configuration, never read from the token header (no `alg: none`).
         self._algorithms = [settings.jwt_algorithm]
         self._audience = settings.jwt_audience
@@ -90,15 +96,16 @@ class TokenVerifier:
         self._leeway = leeway_seconds
         self._lock = threading.Lock()
 
-    def verify(self, token: str) -> Caller:
+    async def verify(self, token: str) -> Caller:
         """The caller a token stands for; raise Unauthenticated or PermissionDenied if it is not
-        acceptable."""
+        acceptable. Awaits only when the token's signing key must be fetched first."""
         now = time.time()
         with self._lock:
             cached = self._cache.get(token)
         if cached is not None and cached.expires_at > now:
             return cached
-        caller = self._decode(token)
+        keys, algorithms = await self._keys_for(token)
+        caller = self._decode(token, keys, algorithms)
         cached_until = min(caller.expires_at, now + self.CACHE_SECONDS)
         with self._lock:
             self._cache[token] = dataclasses.replace(caller, expires_at=cached_until)
@@ -106,14 +113,42 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         return caller
 
-    def _decode(self, token: str) -> Caller:
+    async def _keys_for(self, token: str) -> tuple[Sequence[str | jwt.PyJWK], list[str]]:
+        """The keys to try on `token` and the algorithms they allow: with a JWKS, an asymmetric
+        token's header picks the published key (whose own algorithm is then the only one
+        allowed); any other token goes to the configured secret(s)."""
+        if self._jwks is None:
+            return self._keys, self._algorithms
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise _unauthenticated("invalid token") from exc
+        if header.get("alg") not in ASYMMETRIC_ALGORITHMS:
+            if not self._keys:  # JWKS only: an HS256 (or `none`) token has no key to match
+                raise _unauthenticated("invalid token")
+            return self._keys, self._algorithms
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _unauthenticated("token lacks a 'kid' header naming its signing key")
+        try:
+            key = await self._jwks.key(kid)
+        except UnknownKey as exc:
+            raise _unauthenticated("token signed by an unknown key ('kid' not published)") from exc
+        except SigningKeysUnavailable as exc:
+            raise _unauthenticated(
+                "the token signing keys could not be fetched yet; retry later",
+                "SIGNING_KEYS_UNAVAILABLE",
+            ) from exc
+        return [key], [key.algorithm_name]
+
+    def _decode(self, token: str, keys: Sequence[str | jwt.PyJWK], algorithms: list[str]) -> Caller:
         claims: dict[str, Any] | None = None
-        for key in self._keys:
+        for key in keys:
             try:
                 claims = jwt.decode(
                     token,
                     key,
-                    algorithms=self._algorithms,
+                    algorithms=algorithms,
                     audience=self._audience,
                     options=self._options,  # type: ignore[arg-type]
                     leeway=self._leeway,
@@ -201,7 +236,7 @@ class AuthInterceptor(UnaryInterceptor):
 
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                caller = verifier.verify(bearer_token(context.invocation_metadata()))
+                caller = await verifier.verify(bearer_token(context.invocation_metadata()))
             except ServiceError as exc:
                 await errors.abort(context, exc)
             call_notes.note("role", caller.role)

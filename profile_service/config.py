@@ -4,6 +4,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from profile_service.validation import PURGE_MAX_RETENTION_DAYS
 
@@ -12,7 +13,8 @@ if TYPE_CHECKING:  # tls.py needs `cryptography`, which a client-only install la
 
 # The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
 DATABASE_PURGE_FLOOR_DAYS = 30
-_ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+# The algorithms of a public key (JWT_PUBLIC_KEY) or of a JWKS key (jwks.py).
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 # With TLS on, health is also served in plaintext here: the kubelet's gRPC probe speaks no TLS.
 DEFAULT_TLS_HEALTH_PORT = 50052
 
@@ -30,6 +32,7 @@ class Settings:
     jwt_secret_previous: str | None
     jwt_public_key: str | None
     jwt_algorithm: str
+    jwt_jwks_url: str | None
     jwt_audience: str | None
     grpc_port: int
     metrics_port: int
@@ -58,17 +61,27 @@ class Settings:
             public_key = reader.file("JWT_PUBLIC_KEY", public_key)
         algorithm = reader.text("JWT_ALGORITHM") or ("RS256" if public_key else "HS256")
         secret = reader.text("JWT_SECRET")
+        jwks_url = reader.text("JWT_JWKS_URL")
+        if jwks_url and not _is_http_url(jwks_url):
+            reader.fault("JWT_JWKS_URL", f"must be an http:// or https:// URL, got {jwks_url!r}")
         if public_key:
-            if algorithm not in _ASYMMETRIC_ALGORITHMS:
-                reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(_ASYMMETRIC_ALGORITHMS)}")
+            if jwks_url:
+                # Two sources of asymmetric keys would leave it unclear which one a token
+                # without a `kid` is checked against: one or the other.
+                reader.fault(
+                    "JWT_JWKS_URL", "cannot be set with JWT_PUBLIC_KEY (the JWKS has the keys)"
+                )
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                reader.fault("JWT_ALGORITHM", f"must be one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
             elif not _is_usable_public_key(public_key, algorithm):
                 reader.fault("JWT_PUBLIC_KEY", f"is not a PEM public key usable with {algorithm}")
         elif algorithm != "HS256":
+            # A JWKS names each key's algorithm itself; JWT_ALGORITHM is the secret's.
             reader.fault("JWT_ALGORITHM", "must be HS256 unless JWT_PUBLIC_KEY is set")
-        elif not secret:
-            reader.fault("JWT_SECRET", "is required (or set JWT_PUBLIC_KEY)")
-        elif len(secret) < 32:
+        elif secret and len(secret) < 32:
             reader.fault("JWT_SECRET", "must be at least 32 characters")
+        elif not secret and not jwks_url:
+            reader.fault("JWT_SECRET", "is required (or set JWT_PUBLIC_KEY or JWT_JWKS_URL)")
         previous = reader.text("JWT_SECRET_PREVIOUS")
         if previous and len(previous) < 32:
             reader.fault("JWT_SECRET_PREVIOUS", "must be at least 32 characters")
@@ -80,6 +93,7 @@ class Settings:
             jwt_secret_previous=None if public_key else previous,
             jwt_public_key=public_key,
             jwt_algorithm=algorithm,
+            jwt_jwks_url=jwks_url,
             jwt_audience=reader.text("JWT_AUDIENCE"),
             grpc_port=reader.integer("GRPC_PORT", 50051, 0, 65535),
             metrics_port=reader.integer("METRICS_PORT", 9090, 0, 65535),
@@ -175,6 +189,15 @@ def _is_usable_public_key(pem: str, algorithm: str) -> bool:
     except (jwt.InvalidKeyError, ValueError, TypeError):
         return False
     return True
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether `url` is an absolute http(s) URL with a host (urllib would open file:// too)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _cpu_count() -> int:

@@ -37,6 +37,7 @@ from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.internal_errors import InternalErrorInterceptor
+from profile_service.jwks import JwksKeySet
 from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
@@ -62,6 +63,7 @@ class _Serving:
     pool: AsyncConnectionPool
     health: DatabaseHealthMonitor
     admission: Admission
+    jwks: JwksKeySet | None
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
@@ -71,6 +73,8 @@ class _Serving:
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.server.stop(grace)
+        if self.jwks is not None:
+            await self.jwks.close()
         await self.pool.close()
 
 
@@ -151,6 +155,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
     )
     service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
+    jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
     server = grpc.aio.server(options=_server_options(settings, reuse_port))
     # The request path: access log (request id, timing, metrics) → a body that is not protobuf
     # → refused while draining → unexpected errors as INTERNAL → auth → servicer.
@@ -163,7 +168,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
             RejectMalformed(),
             admission,
             InternalErrorInterceptor(),
-            AuthInterceptor(TokenVerifier(settings)),
+            AuthInterceptor(TokenVerifier(settings, jwks=jwks)),
         ],
         parse_or_mark,
     )
@@ -187,10 +192,16 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
             health_port = health_server.add_insecure_port(f"{host}:{settings.grpc_health_port}")
         await monitor.start()
+        if jwks is not None:
+            # In the background: an issuer that does not answer must not stop the start-up
+            # (tokens signed with the secret keep working meanwhile).
+            jwks.start()
         await server.start()
         if health_server is not None:
             await health_server.start()
     except BaseException:
+        if jwks is not None:
+            await jwks.close()
         await monitor.stop()
         await pool.close()
         raise
@@ -202,6 +213,7 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
         pool=pool,
         health=monitor,
         admission=admission,
+        jwks=jwks,
     )
 
 

@@ -1,12 +1,13 @@
 """Token verification without a server: claims → caller, and the verified-token cache."""
 
+import asyncio
 import time
 
 import grpc
 import jwt
 import pytest
 
-from profile_service.auth import TokenVerifier, bearer_token
+from profile_service.auth import Caller, TokenVerifier, bearer_token
 from profile_service.config import Settings
 from profile_service.errors import ServiceError
 
@@ -21,13 +22,17 @@ def _verifier(**env: str) -> TokenVerifier:
     )
 
 
+def _verify(verifier: TokenVerifier, token: str) -> Caller:
+    return asyncio.run(verifier.verify(token))
+
+
 def _token(**claims: object) -> str:
     payload = {"sub": SUB, "role": "authenticated", "exp": time.time() + 60, **claims}
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, SECRET, "HS256")
 
 
 def test_claims_become_the_caller_with_an_allowlisted_role() -> None:
-    caller = _verifier().verify(_token(role="service_role", sub=None))
+    caller = _verify(_verifier(), _token(role="service_role", sub=None))
     assert (caller.role, caller.sub, caller.is_user) == ("service_role", None, False)
     assert '"role":"service_role"' in caller.claims_json
 
@@ -35,10 +40,10 @@ def test_claims_become_the_caller_with_an_allowlisted_role() -> None:
 def test_a_cached_token_is_not_used_past_its_expiry() -> None:
     verifier = _verifier()
     token = _token(exp=time.time() + 1)
-    assert verifier.verify(token).sub == SUB
+    assert _verify(verifier, token).sub == SUB
     time.sleep(1.2)
     with pytest.raises(ServiceError) as info:
-        verifier.verify(token)
+        _verify(verifier, token)
     assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -48,7 +53,7 @@ def test_the_cache_is_bounded() -> None:
         cache_size=3,
     )
     for i in range(10):
-        verifier.verify(_token(jti=str(i)))
+        _verify(verifier, _token(jti=str(i)))
     assert len(verifier._cache) == 3
 
 
@@ -68,14 +73,14 @@ def test_bearer_scheme_is_case_insensitive() -> None:
 def test_an_expiry_beyond_any_float_is_accepted_and_cached() -> None:
     verifier = _verifier()
     token = _token(exp=10**400)
-    assert verifier.verify(token).expires_at == float("inf")
-    assert verifier.verify(token).sub == SUB
+    assert _verify(verifier, token).expires_at == float("inf")
+    assert _verify(verifier, token).sub == SUB
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf"])
 def test_an_infinite_time_claim_is_an_invalid_token(claim: str) -> None:
     with pytest.raises(ServiceError) as info:
-        _verifier().verify(_token(**{claim: float("inf")}))
+        _verify(_verifier(), _token(**{claim: float("inf")}))
     assert (info.value.code, info.value.message) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "invalid token",
@@ -86,7 +91,7 @@ def test_an_infinite_time_claim_is_an_invalid_token(claim: str) -> None:
 def test_time_claims_must_be_numbers_not_numeric_strings(claim: str) -> None:
     value = str(int(time.time()) + (60 if claim == "exp" else -60))
     with pytest.raises(ServiceError) as info:
-        _verifier().verify(_token(**{claim: value}))
+        _verify(_verifier(), _token(**{claim: value}))
     assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert f"{claim!r} must be a number" in info.value.message
 
@@ -106,8 +111,8 @@ def test_a_token_claiming_to_last_for_ever_is_reverified_after_the_cache_lifetim
     verifier = _verifier()
     token = _token(exp=10**400)
     for _ in range(3):
-        assert verifier.verify(token).sub == SUB
+        assert _verify(verifier, token).sub == SUB
     assert len(decoded) == 1  # cached...
     time.sleep(0.4)
-    assert verifier.verify(token).sub == SUB
+    assert _verify(verifier, token).sub == SUB
     assert len(decoded) == 2  # ...but not for ever

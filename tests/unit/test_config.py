@@ -137,3 +137,49 @@ def test_a_key_that_is_not_the_certificates_stops_the_start_up(tmp_path: Path) -
     env = _tls_env(tmp_path, b"not a certificate", ca.server().key)
     with pytest.raises(ConfigError, match="no PEM certificate"):
         Settings.from_env(env)
+
+
+JWKS_URL = "https://project.supabase.co/auth/v1/.well-known/jwks.json"
+
+
+def test_a_jwks_url_alone_is_enough() -> None:
+    settings = Settings.from_env({"DATABASE_URL": BASE["DATABASE_URL"], "JWT_JWKS_URL": JWKS_URL})
+    assert (settings.jwt_jwks_url, settings.jwt_secret) == (JWKS_URL, None)
+    assert settings.jwt_algorithm == "HS256"  # the secret's, unused; JWKS keys name their own
+
+
+def test_a_jwks_url_may_be_set_beside_the_secret() -> None:
+    settings = Settings.from_env({**BASE, "JWT_JWKS_URL": "http://auth.internal:9999/jwks"})
+    assert (settings.jwt_jwks_url, settings.jwt_secret) == (
+        "http://auth.internal:9999/jwks",
+        BASE["JWT_SECRET"],
+    )
+
+
+def test_no_jwks_url_by_default() -> None:
+    assert Settings.from_env(BASE).jwt_jwks_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://host/jwks.json", "jwks.json", "https://", "http://[::1"],
+)
+def test_a_jwks_url_must_be_http_or_https(url: str) -> None:
+    with pytest.raises(ConfigError, match="JWT_JWKS_URL must be an http:// or https:// URL"):
+        Settings.from_env({**BASE, "JWT_JWKS_URL": url})
+
+
+def test_a_jwks_url_cannot_be_combined_with_a_public_key() -> None:
+    env = {"DATABASE_URL": BASE["DATABASE_URL"], "JWT_PUBLIC_KEY": _pem_public(RSA_KEY)}
+    with pytest.raises(ConfigError, match="JWT_JWKS_URL cannot be set with JWT_PUBLIC_KEY"):
+        Settings.from_env({**env, "JWT_JWKS_URL": JWKS_URL})
+
+
+def test_a_short_secret_is_refused_beside_a_jwks_url() -> None:
+    with pytest.raises(ConfigError, match="JWT_SECRET must be at least 32 characters"):
+        Settings.from_env({**BASE, "JWT_SECRET": "short", "JWT_JWKS_URL": JWKS_URL})
+
+
+def test_neither_secret_nor_jwks_url_names_both() -> None:
+    with pytest.raises(ConfigError, match=r"JWT_SECRET is required \(or set JWT_PUBLIC_KEY or "):
+        Settings.from_env({"DATABASE_URL": BASE["DATABASE_URL"]})
