@@ -19,7 +19,7 @@ COPY profile_service/ profile_service/
 # A regular (not editable) install. pip fetches the build requirements of pyproject.toml,
 # grpcio-tools among them, into a throwaway build environment; setup.py runs protoc there.
 # Every dependency ships a manylinux wheel, so no compiler is needed.
-RUN /opt/venv/bin/pip install --no-cache-dir '/src[server]' \
+RUN /opt/venv/bin/pip install --no-cache-dir '/src[server,tracing]' \
     && /opt/venv/bin/profile-service --help > /dev/null
 
 FROM python:3.11.14-slim-bookworm

@@ -15,7 +15,7 @@ BUF := $(BIN)/buf
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[server,dev]'
+	$(BIN)/pip install --quiet -e '.[server,tracing,dev]'
 	touch $(STAMP)
 
 install: $(STAMP) proto

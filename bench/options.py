@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra environment for the real server (repeatable), e.g. DB_POOL_SIZE=16",
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run each real server with tracing on (OTLP/gRPC to a receiver that discards "
+        "the spans); the untraced ones have every OTEL_* variable removed",
+    )
+    parser.add_argument(
         "--profile",
         type=float,
         default=0.0,

@@ -76,6 +76,8 @@ class Bench:
         self.started_at = time.time()
         # The bare server kept running beside the real ones, for paired ceiling runs.
         self.reference: Target | None = None
+        # The OTLP receiver of the traced servers (--tracing).
+        self.otlp_sink: subprocess.Popen[bytes] | None = None
 
     def close(self) -> None:
         """Remove temporary files, and the database unless asked to keep it."""
@@ -121,7 +123,10 @@ class Bench:
         self.db = database.prepare(args.database, args.profiles)
         say(f"  ready in {self.db.seconds:.1f}s (PostgreSQL {self.db.server_version()})")
         self._mint_get_tokens()
-        self.targets = targets.plan(self.args, targets.server_env(self.args, self.db.service_url))
+        otlp_port = self._start_otlp_sink() if args.tracing else 0
+        self.targets = targets.plan(
+            self.args, targets.server_env(self.args, self.db.service_url), otlp_port
+        )
         failure: BaseException | None = None
         try:
             for target in self.targets:
@@ -131,6 +136,7 @@ class Bench:
             self.complete = True
         except Exception as exc:  # report what was measured, then fail
             failure = exc
+        otlp = self._stop_otlp_sink()
         report.add_ratios(self.cells)
         summary = report.summary(self.cells, self.targets_facts())
         result = {
@@ -165,6 +171,7 @@ class Bench:
                 for t in self.targets
             ],
             "complete": self.complete,
+            "otlp_sink": otlp,
             "cells": self.cells,
             "summary": summary,
         }
@@ -181,6 +188,30 @@ class Bench:
         if failure is not None:
             print(f"\nthe run stopped early: {type(failure).__name__}: {failure}", file=sys.stderr)
             raise failure
+
+    def _start_otlp_sink(self) -> int:
+        """The OTLP receiver of the traced servers, on the load generator's CPUs."""
+        port = procs.free_port()
+        log = self.logs / "otlp-sink.log"
+        self.otlp_sink = self.processes.start(
+            targets.otlp_sink_command(port), cpus=self.args.loadgen_cpus, log=log
+        )
+        say(f"otlp-sink: receiving spans on 127.0.0.1:{port}, CPUs {self.args.loadgen_cpus}")
+        return port
+
+    def _stop_otlp_sink(self) -> dict[str, Any] | None:
+        """Stop the receiver; what it received (export calls, spans), from its last line."""
+        if self.otlp_sink is None:
+            return None
+        self.processes.stop(self.otlp_sink)
+        self.otlp_sink = None
+        lines = (self.logs / "otlp-sink.log").read_text(errors="replace").splitlines()
+        try:
+            counts: dict[str, Any] = json.loads(lines[-1])
+        except (IndexError, ValueError):  # it died before saying
+            counts = {"error": lines[-1] if lines else "no output"}
+        say(f"otlp-sink: received {counts}")
+        return counts
 
     def targets_facts(self) -> dict[str, dict[str, Any]]:
         """What each target's run found, by name."""

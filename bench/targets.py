@@ -37,8 +37,9 @@ class Target:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def plan(args: argparse.Namespace, server_env: dict[str, str]) -> list[Target]:
-    """The servers to measure, in order: bare ones, then the real one per worker count."""
+def plan(args: argparse.Namespace, server_env: dict[str, str], otlp_port: int = 0) -> list[Target]:
+    """The servers to measure, in order: bare ones, then the real one per worker count (each
+    followed by its traced twin, exporting to 127.0.0.1:`otlp_port`, with --tracing)."""
     python = sys.executable
     planned = []
     for kind in ("sync", "aio"):
@@ -83,6 +84,8 @@ def plan(args: argparse.Namespace, server_env: dict[str, str]) -> list[Target]:
                 f"(CPUs {args.loadgen_cpus}) and PostgreSQL share"
             )
         planned.append(target)
+        if args.tracing:
+            planned.append(traced(target, otlp_port))
         if workers > 1 and args.pin_workers:
             planned.append(
                 dataclasses.replace(
@@ -97,6 +100,31 @@ def plan(args: argparse.Namespace, server_env: dict[str, str]) -> list[Target]:
     return planned
 
 
+def traced(target: Target, otlp_port: int) -> Target:
+    """`target` with tracing on: every call's spans batched and exported over OTLP/gRPC, as in
+    production, to a receiver (devtools.otlp_sink) that parses and discards them. Not
+    OTEL_TRACES_EXPORTER=none: that turns tracing off, and an exporter that drops spans
+    in-process would hide the batching thread's and the export's share of the GIL."""
+    env = {
+        **(target.env or {}),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    note = "tracing on: 2 spans a call, exported over OTLP/gRPC to a discarding receiver"
+    return dataclasses.replace(
+        target,
+        name=f"{target.name}-traced",
+        env=env,
+        note=f"{target.note}; {note}" if target.note else note,
+        facts={},
+    )
+
+
+def otlp_sink_command(port: int) -> list[str]:
+    """The OTLP receiver the traced servers export to (it prints its counts when stopped)."""
+    return [sys.executable, "-m", "devtools.otlp_sink", "--port", str(port)]
+
+
 def bare_flags(args: argparse.Namespace) -> list[str]:
     """The bare servers run under the same scheduling policy as the real one."""
     return ["--sched-batch"] if args.sched == "batch" else []
@@ -104,7 +132,10 @@ def bare_flags(args: argparse.Namespace) -> list[str]:
 
 def server_env(args: argparse.Namespace, service_url: str) -> dict[str, str]:
     """The real server's environment: the bench database, the bench secret, --server-env."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    # No OTEL_* from our environment: tracing is on only where the bench turns it on.
+    env = {
+        k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith("OTEL_")
+    }
     env.update(
         DATABASE_URL=service_url,
         JWT_SECRET=JWT_SECRET,

@@ -20,7 +20,8 @@ from profile_service import call_notes, logs, metrics
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger("profile_service.access")
-_REQUEST_ID_KEY = "x-request-id"
+# Also read by tracing.py, from the trailing metadata set here.
+REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID = 128
 
 
@@ -46,7 +47,7 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     answered call into an error."""
     for key, value in context.invocation_metadata() or ():
         if (
-            key == _REQUEST_ID_KEY
+            key == REQUEST_ID_KEY
             and isinstance(value, str)
             and 0 < len(value) <= _MAX_REQUEST_ID
             and value.isascii()
@@ -62,7 +63,7 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
-        context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         code = grpc.StatusCode.UNKNOWN
         with call_notes.collecting() as notes:
             try:

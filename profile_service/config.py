@@ -51,6 +51,8 @@ class Settings:
     access_log_all: bool
     health_check_interval_seconds: float
     log_level: str
+    # Where spans go: "otlp" and/or "console"; empty when tracing is off (the default).
+    tracing_exporters: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -133,6 +135,7 @@ class Settings:
             health_check_interval_seconds=reader.number(
                 "HEALTH_CHECK_INTERVAL_SECONDS", 1.0, 0.1, 60
             ),
+            tracing_exporters=_tracing_exporters(reader),
         )
         reader.raise_if_faulty()
         return settings
@@ -175,6 +178,78 @@ def _tls_files(reader: "_Reader") -> "TlsFiles | None":
         reader.fault("GRPC_TLS_*", f"unusable: {exc}")
         return None
     return files
+
+
+TRACING_INSTALL = "pip install 'profile-service[tracing]'"
+_TRACING_EXPORTERS = ("otlp", "console")
+
+
+def _tracing_exporters(reader: "_Reader") -> tuple[str, ...]:
+    """The span exporters the standard OTEL_* switches ask for; () when tracing is off.
+
+    On when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or its _TRACES_ variant), or
+    OTEL_TRACES_EXPORTER names an exporter; `none` there, or OTEL_SDK_DISABLED=true, is off
+    whatever else is set. The SDK reads the other OTEL_* variables itself.
+    """
+    # The specification's rule: only "true", in any case, disables.
+    if (reader.text("OTEL_SDK_DISABLED") or "").lower() == "true":
+        return ()
+    listed = reader.text("OTEL_TRACES_EXPORTER")
+    exporters: tuple[str, ...]
+    if listed is None:
+        endpoint = next(
+            (
+                name
+                for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+                if reader.text(name)
+            ),
+            None,
+        )
+        if endpoint is None:
+            return ()
+        switch, exporters = endpoint, ("otlp",)
+    else:
+        switch = "OTEL_TRACES_EXPORTER"
+        exporters = tuple(dict.fromkeys(e.strip().lower() for e in listed.split(",") if e.strip()))
+        if exporters in ((), ("none",)):
+            return ()
+        unknown = [e for e in exporters if e not in _TRACING_EXPORTERS]
+        if unknown:
+            reader.fault(
+                switch, f"must be otlp, console (or both, comma-separated) or none, got {listed!r}"
+            )
+            return ()
+    if "otlp" in exporters:
+        protocol_name = (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+            if reader.text("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            else "OTEL_EXPORTER_OTLP_PROTOCOL"
+        )
+        protocol = reader.text(protocol_name)
+        if protocol is not None and protocol.lower() != "grpc":
+            # The tracing extra ships the OTLP exporter over gRPC only.
+            reader.fault(protocol_name, f"must be grpc (OTLP over gRPC), got {protocol!r}")
+    if not tracing_installed():
+        reader.fault(
+            switch,
+            f"turns tracing on, but OpenTelemetry is not installed: {TRACING_INSTALL} "
+            "(or set OTEL_SDK_DISABLED=true)",
+        )
+        return ()
+    return exporters
+
+
+def tracing_installed() -> bool:
+    """Whether the `tracing` extra's packages can be imported (found, not imported)."""
+    import importlib.util
+
+    try:
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.grpc")
+        )
+    except (ImportError, ValueError):  # a parent package missing
+        return False
 
 
 def _is_usable_public_key(pem: str, algorithm: str) -> bool:

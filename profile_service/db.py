@@ -83,10 +83,12 @@ class NoAnswer(Exception):
 
 @dataclass(frozen=True)
 class Statement:
-    """A fixed statement with `$n` parameters, prepared on every connection under `name`."""
+    """A fixed statement with `$n` parameters, prepared on every connection under `name`;
+    `function` is the `profile_api` function it calls (what a trace's span shows)."""
 
     name: str
     sql: str
+    function: str = ""
 
     @cached_property
     def name_bytes(self) -> bytes:

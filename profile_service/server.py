@@ -10,9 +10,9 @@ event loop runs in a thread of its own; the main thread only waits for a stop si
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -42,9 +42,14 @@ from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.store import ProfileStore
-from profile_service.unary_interceptor import register
+from profile_service.unary_interceptor import UnaryInterceptor, register
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.validation import MAX_REQUEST_BYTES
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from profile_service.tracing import Tracing
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +93,7 @@ class RunningServer:
     _thread: threading.Thread
     metrics_server: WSGIServer | None = None
     metrics_port: int | None = None
+    tracing: "Tracing | None" = None
     _stopped: bool = field(default=False)
 
     @property
@@ -107,33 +113,52 @@ class RunningServer:
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # the spans of the last calls, exported
 
 
 def start(
-    settings: Settings, *, host: str = "[::]", serve_metrics: bool = True, reuse_port: bool = False
+    settings: Settings,
+    *,
+    host: str = "[::]",
+    serve_metrics: bool = True,
+    reuse_port: bool = False,
+    span_processors: "Sequence[SpanProcessor]" = (),
 ) -> RunningServer:
     """Check the database, open the pool, and start serving on settings.grpc_port (0: any).
 
     `reuse_port` lets several worker processes share the port; `serve_metrics` is off in
-    workers, whose parent serves their sum.
+    workers, whose parent serves their sum. `span_processors` (tests: an in-memory exporter's)
+    turn tracing on beside settings.tracing_exporters.
     """
     startup_check.check_database_at_start_up(settings)
+    tracing = None
+    if settings.tracing_exporters or span_processors:
+        from profile_service import tracing as tracing_setup  # imports OpenTelemetry
+
+        tracing = tracing_setup.start(settings.tracing_exporters, span_processors)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
-        serving = _on_loop(loop, _start(settings, host, reuse_port))
+        serving = _on_loop(loop, _start(settings, host, reuse_port, tracing))
     except BaseException:
         _stop_loop(loop, thread)
+        if tracing is not None:
+            tracing.shutdown()
         raise
-    running = RunningServer(port=serving.port, _serving=serving, _loop=loop, _thread=thread)
+    running = RunningServer(
+        port=serving.port, _serving=serving, _loop=loop, _thread=thread, tracing=tracing
+    )
     if serve_metrics:
         running.metrics_server, running.metrics_port = metrics.serve(settings.metrics_port)
     _LOGGER.info("serving %s on port %d", SERVICE_NAME, serving.port)
     return running
 
 
-async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
+async def _start(
+    settings: Settings, host: str, reuse_port: bool, tracing: "Tracing | None"
+) -> _Serving:
     logs.redact_grpc_logs()
     pool = db.create_pool(
         settings.database_url,
@@ -152,24 +177,31 @@ async def _start(settings: Settings, host: str, reuse_port: bool) -> _Serving:
         db_timeout_seconds=settings.db_timeout_seconds,
         database_unreachable=lambda: monitor.unreachable,
         on_database_error=monitor.recheck,
+        database_span=None if tracing is None else tracing.database_span(),
     )
     service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
     jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
     server = grpc.aio.server(options=_server_options(settings, reuse_port))
-    # The request path: access log (request id, timing, metrics) → a body that is not protobuf
-    # → refused while draining → unexpected errors as INTERNAL → auth → servicer.
+    # The request path: access log (request id, timing, metrics) → the call's span, when
+    # tracing is on (absent otherwise: no cost) → a body that is not protobuf → refused while
+    # draining → unexpected errors as INTERNAL → auth → servicer.
+    interceptors: list[UnaryInterceptor] = [
+        AccessLogInterceptor(log_successful_calls=settings.access_log_all)
+    ]
+    if tracing is not None:
+        interceptors.append(tracing.interceptor())
+    interceptors += [
+        RejectMalformed(),
+        admission,
+        InternalErrorInterceptor(),
+        AuthInterceptor(TokenVerifier(settings, jwks=jwks)),
+    ]
     register(
         server,
         ProfileServicer(service, purge_min_retention_days=settings.purge_min_retention_days),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
-        [
-            AccessLogInterceptor(log_successful_calls=settings.access_log_all),
-            RejectMalformed(),
-            admission,
-            InternalErrorInterceptor(),
-            AuthInterceptor(TokenVerifier(settings, jwks=jwks)),
-        ],
+        interceptors,
         parse_or_mark,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -4,6 +4,7 @@ caller can act on (errors.py)."""
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 import psycopg
@@ -30,7 +31,8 @@ class ProfileStore:
 
     `database_unreachable()` tells whether the database is known to refuse connections (the
     health monitor's verdict): calls then answer at once instead of waiting out their budget.
-    `on_database_error()` asks the monitor to look again.
+    `on_database_error()` asks the monitor to look again. `database_span(statement)`, when
+    tracing is on (tracing.py), is the span around each call's checkout and round trip.
     """
 
     def __init__(
@@ -40,11 +42,13 @@ class ProfileStore:
         db_timeout_seconds: float,
         database_unreachable: Callable[[], bool] = lambda: False,
         on_database_error: Callable[[], None] = lambda: None,
+        database_span: Callable[[db.Statement], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._pool = pool
         self._db_timeout = db_timeout_seconds
         self._database_unreachable = database_unreachable
         self._on_database_error = on_database_error
+        self._database_span = database_span
 
     async def run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
         """Run the query made for the call's commit_by, within the call's budget."""
@@ -53,12 +57,20 @@ class ProfileStore:
         )
         if self._database_unreachable():
             raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
+        query = query_for(budget.commit_by)
+        if self._database_span is None:  # tracing off: not even a no-op span
+            return await self._run(query, budget)
+        with self._database_span(query.statement):
+            return await self._run(query, budget)
+
+    async def _run(self, query: db.Query[T], budget: deadlines.Budget) -> T:
+        """`query` on a pooled connection, its failures as ServiceErrors."""
         try:
             # getconn/putconn rather than the pool.connection() context manager: same
             # behaviour, a few microseconds less per call.
             conn = await self._pool.getconn(timeout=budget.seconds_left())
             try:
-                return await db.run(conn, query_for(budget.commit_by), budget)
+                return await db.run(conn, query, budget)
             finally:
                 await self._pool.putconn(conn)
         except PoolTimeout as exc:

@@ -4,6 +4,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 import psycopg
@@ -33,9 +34,12 @@ def server_env(database_url: str, **overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[tuple[server.RunningServer, grpc.Channel]]:
-    """A server started with `env` on an ephemeral port, and a channel to it."""
-    running = server.start(Settings.from_env(env), host="127.0.0.1")
+def serving(
+    env: dict[str, str], **options: Any
+) -> Iterator[tuple[server.RunningServer, grpc.Channel]]:
+    """A server started with `env` (and server.start's `options`) on an ephemeral port, and a
+    channel to it."""
+    running = server.start(Settings.from_env(env), host="127.0.0.1", **options)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield running, channel
