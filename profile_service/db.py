@@ -31,6 +31,7 @@ every call pipelines a transaction-local `statement_timeout` with its unnamed st
 """
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -83,12 +84,17 @@ class NoAnswer(Exception):
 
 @dataclass(frozen=True)
 class Statement:
-    """A fixed statement with `$n` parameters, prepared on every connection under `name`;
-    `function` is the `profile_api` function it calls (what a trace's span shows)."""
+    """A fixed statement with `$n` parameters, prepared on every connection under `name`."""
 
     name: str
     sql: str
-    function: str = ""
+
+    @cached_property
+    def function(self) -> str:
+        """The `profile_api` function the statement calls (what a trace's span shows)."""
+        # The last one: the row's own columns may call helpers (profile_api.etag) before it.
+        called = re.findall(r"\bprofile_api\.\w+(?=\()", self.sql)
+        return called[-1] if called else self.name
 
     @cached_property
     def name_bytes(self) -> bytes:

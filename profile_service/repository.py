@@ -35,38 +35,22 @@ _AS_JSON = f"SELECT {_OBJECT}::text"
 # Many rows as one value, so that a batch is still one row of one column: one round trip.
 _AS_JSON_LIST = f"SELECT coalesce(json_agg({_OBJECT}), '[]')::text"
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
-GET = Statement(
-    "profile_get",
-    _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)",
-    "profile_api.get_profile",
-)
+GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
 # ...and the etag they require ('': none; migration 0007), checked in the same statement.
 UPSERT = Statement(
-    "profile_upsert",
-    _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)",
-    "profile_api.upsert_profile",
+    "profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)"
 )
 SOFT_DELETE = Statement(
-    "profile_soft_delete",
-    _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)",
-    "profile_api.soft_delete_profile",
+    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)"
 )
 UNDELETE = Statement(
-    "profile_undelete",
-    _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)",
-    "profile_api.undelete_profile",
+    "profile_undelete", _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)"
 )
 BATCH_GET = Statement(
-    "profile_batch_get",
-    _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)",
-    "profile_api.batch_get_profiles",
+    "profile_batch_get", _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)"
 )
-PURGE = Statement(
-    "profile_purge",
-    "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)",
-    "profile_api.purge_profiles",
-)
+PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, BATCH_GET, PURGE)
 
 
