@@ -16,7 +16,8 @@ from tests.ops.conftest import REPO_ROOT, build_context
 
 # What the server brings and a consumer must not get (PEP 503 names).
 _SERVER_ONLY = {"psycopg", "psycopg-binary", "psycopg-pool", "sqlalchemy", "alembic",
-                "prometheus-client", "grpcio-health-checking", "grpcio-reflection"}  # fmt: skip
+                "prometheus-client", "grpcio-health-checking", "grpcio-reflection", "pyjwt",
+                "cryptography", "opentelemetry-api", "opentelemetry-sdk"}  # fmt: skip
 # The consumer of the issue: ten lines, checked with mypy --strict.
 _CONSUMER = """\
 from profile_service.client import NotFound, ProfileClient
