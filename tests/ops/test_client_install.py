@@ -18,9 +18,9 @@ from tests.ops.conftest import REPO_ROOT, build_context
 _SERVER_ONLY = {"psycopg", "psycopg-binary", "psycopg-pool", "sqlalchemy", "alembic",
                 "prometheus-client", "grpcio-health-checking", "grpcio-reflection", "pyjwt",
                 "cryptography", "opentelemetry-api", "opentelemetry-sdk"}  # fmt: skip
-# The consumer of the issue: ten lines, checked with mypy --strict.
+# The consumer of the issue (ten lines, and their asyncio twin), checked with mypy --strict.
 _CONSUMER = """\
-from profile_service.client import NotFound, ProfileClient
+from profile_service.client import AsyncProfileClient, NotFound, ProfileClient
 from profile_service.v1 import profile_service_pb2 as pb
 
 
@@ -30,6 +30,10 @@ def age_of(client: ProfileClient, owner_id: str) -> int | None:
     except NotFound:
         return None
     return profile.age if profile.HasField("age") else None
+
+
+async def goal_of(client: AsyncProfileClient) -> str:
+    return (await client.get()).primary_goal
 """
 
 
