@@ -33,6 +33,12 @@ def grpcurl_commands(port: int, grpcurl: str, secret: str) -> str:
     auth = '-H "authorization: Bearer $USER_TOKEN"'
     upsert = '{"profile": {"age": 34, "heightCm": 170, "availableEquipment": ["barbell"]}}'
     masked = '{"updateMask": {"paths": ["age"]}, "profile": {"age": 35}}'
+    # The same Get from Python, through the client a plain `pip install` gives.
+    client = (
+        "import os; from profile_service.client import ProfileClient; "
+        f'print(ProfileClient("{target}", token=os.environ["USER_TOKEN"]).get())'
+    )
+    python = shlex.quote(sys.executable)
     return f"""
 The Profile Service is up on {target}. In another terminal, from this directory:
 
@@ -44,6 +50,7 @@ The Profile Service is up on {target}. In another terminal, from this directory:
   {grpcurl} -plaintext {auth} -d {shlex.quote(upsert)} {target} profile.v1.ProfileService/Upsert
   {grpcurl} -plaintext {auth} -d {shlex.quote(masked)} {target} profile.v1.ProfileService/Upsert
   {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/Get
+  {python} -c {shlex.quote(client)}
   {grpcurl} -plaintext -H "authorization: Bearer $SERVICE_TOKEN" \\
       -d '{{"ownerId": "{DEMO_USER}"}}' {target} profile.v1.ProfileService/Get
   {grpcurl} -plaintext {auth} {target} profile.v1.ProfileService/SoftDelete

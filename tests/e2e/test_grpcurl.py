@@ -57,6 +57,7 @@ def test_the_commands_make_run_prints_work_when_pasted(
     assert '"purgeCount": "0"' in result.stdout  # lowerCamelCase JSON names
     assert '"profiles": [' in result.stdout  # BatchGetProfiles answered (only it has that)
     assert '"status": "SERVING"' in result.stdout
+    assert f'owner_id: "{DEMO_USER}"' in result.stdout  # ProfileClient's Get (text format)
 
 
 def test_make_run_serves_with_the_development_secret_it_prints() -> None:
