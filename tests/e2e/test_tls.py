@@ -1,7 +1,10 @@
 """TLS and mTLS on the API port: certificates made here, rotated in place, refused when they
 should be; health still answered in plaintext for the kubelet's probes."""
 
+import os
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,8 +18,8 @@ from profile_service.client import TLS, ProfileClient, ServiceError
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, server_env, serving
-from tests.e2e.probes import GRPCURL, SERVING, health
+from tests.e2e.conftest import SECRET, server_env, serving, wait_for
+from tests.e2e.probes import GRPCURL, SERVING, free_port, health
 
 Start = Callable[..., AbstractContextManager[server.RunningServer]]
 
@@ -173,3 +176,41 @@ def test_the_purge_command_calls_over_mtls(
             ]
         )
     assert (code, capsys.readouterr().out.strip()) == (0, "0")
+
+
+def test_serve_with_workers_serves_tls_and_plaintext_health_then_drains(
+    test_db: ThrowawayDatabase, files: Files, tmp_path: Path
+) -> None:
+    ca = Authority()
+    ca.server().write(files.cert, files.key)
+    port, health_port, metrics_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        **server_env(
+            test_db.service_url,
+            GRPC_PORT=str(port),
+            GRPC_HEALTH_PORT=str(health_port),
+            METRICS_PORT=str(metrics_port),
+            GRPC_TLS_CERT_FILE=str(files.cert),
+            GRPC_TLS_KEY_FILE=str(files.key),
+            WORKERS="2",
+        ),
+    }
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "profile_service", "serve"], env=env, stdout=log, stderr=log
+        )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as plain:
+            assert wait_for(lambda: health(plain) == SERVING, timeout=20)
+        tls = TLS(root_certificates=ca.cert, server_name="localhost")
+        # A connection of its own per client, so the kernel hands them to either worker.
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        ages = []
+        for age in range(30, 38):
+            with ProfileClient(f"127.0.0.1:{port}", token=_token(), tls=tls, options=own) as c:
+                ages.append(c.upsert(pb.Profile(age=age)).age)
+        assert ages == list(range(30, 38))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, (tmp_path / "server.log").read_text()
