@@ -34,11 +34,11 @@ lint: install
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy profile_service devtools
+	$(BIN)/mypy profile_service devtools bench
 
 # Seeds a database, measures bare gRPC servers (the ceiling) and the real service; see bench/.
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) profile_service/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) profile_service/v1 build *.egg-info .pytest_cache .mypy_cache .ruff_cache

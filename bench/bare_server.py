@@ -39,6 +39,9 @@ class _SyncServicer(pb_grpc.ProfileServiceServicer):
     ) -> pb.Profile:
         return self._answer
 
+    def Undelete(self, request: pb.UndeleteRequest, context: grpc.ServicerContext) -> pb.Profile:
+        return self._answer
+
     def BatchGetProfiles(
         self, request: pb.BatchGetProfilesRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetProfilesResponse:
@@ -59,6 +62,9 @@ class _AioServicer(pb_grpc.ProfileServiceServicer):
         return self._answer
 
     async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Any) -> pb.Profile:
+        return self._answer
+
+    async def Undelete(self, request: pb.UndeleteRequest, context: Any) -> pb.Profile:
         return self._answer
 
     async def BatchGetProfiles(
