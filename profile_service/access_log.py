@@ -7,7 +7,6 @@ Never the token, the `sub`, or any profile field (GDPR). The request id comes fr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ import grpc
 import grpc.aio
 
 from profile_service import call_notes, logs, metrics
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.unary_interceptor import Behavior, UnaryInterceptor, run_reporting_status
 
 _LOGGER = logging.getLogger("profile_service.access")
 # Also read by tracing.py, from the trailing metadata set here.
@@ -64,21 +63,12 @@ def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:
         started = time.perf_counter()
         request_id = _request_id(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        code = grpc.StatusCode.UNKNOWN
         with call_notes.collecting() as notes:
-            try:
-                response = await behavior(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except asyncio.CancelledError:
-                # The caller cancelled, or its deadline passed: gRPC cancels the handler.
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
+
+            def log_and_count(code: grpc.StatusCode) -> None:
                 _log_and_count(method, short_name, request_id, code, started, notes, log_ok)
+
+            return await run_reporting_status(behavior, request, context, log_and_count)
 
     return handle
 

@@ -9,7 +9,6 @@ recorded, only its class name. The OTEL_* variables not read by config.py (sampl
 sizes, OTLP headers, TLS and timeout, resource attributes) are the SDK's own to read.
 """
 
-import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from profile_service.access_log import REQUEST_ID_KEY
 from profile_service.db import Statement
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.unary_interceptor import Behavior, UnaryInterceptor, run_reporting_status
 
 DEFAULT_SERVICE_NAME = "profile-service"
 _INSTRUMENTATION = "profile_service"
@@ -193,20 +192,9 @@ class TracingInterceptor(UnaryInterceptor):
                 for key, value in context.trailing_metadata() or ():
                     if key == REQUEST_ID_KEY:
                         span.set_attribute("profile_service.request_id", value)
-                code = grpc.StatusCode.UNKNOWN
-                try:
-                    response = await behavior(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    return response
-                except asyncio.CancelledError:
-                    # The caller cancelled, or its deadline passed: gRPC cancels the handler.
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    _end_call(span, code)
+                return await run_reporting_status(
+                    behavior, request, context, lambda code: _end_call(span, code)
+                )
 
         return handle
 

@@ -6,6 +6,7 @@ registration gives the same call path (outermost interceptor first, then the han
 for the API's methods, with grpc's registered-method fast path.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,30 @@ class UnaryInterceptor:
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         """The handler to run instead of `behavior` for `method` ("/package.Service/Method")."""
         raise NotImplementedError
+
+
+async def run_reporting_status(
+    behavior: Behavior,
+    request: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    report: Callable[[grpc.StatusCode], None],
+) -> Any:
+    """Run `behavior`, then `report` the status the call ends with, whether it returned or
+    raised: OK, the code it set, CANCELLED if the caller went away, else UNKNOWN."""
+    code = grpc.StatusCode.UNKNOWN
+    try:
+        response = await behavior(request, context)
+        code = context.code() or grpc.StatusCode.OK
+        return response
+    except asyncio.CancelledError:
+        # The caller cancelled, or its deadline passed: gRPC cancels the handler.
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except BaseException:
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    finally:
+        report(code)
 
 
 def register(
