@@ -14,6 +14,7 @@ from profile_service import server, tokens
 from profile_service.config import Settings
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
+from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 Metadata = tuple[tuple[str, str], ...]
@@ -45,6 +46,22 @@ def serving(
             yield running, channel
     finally:
         running.stop(grace=1)
+
+
+@contextmanager
+def serving_through_proxy(
+    database_url: str, **overrides: str
+) -> Iterator[tuple[TcpProxy, server.RunningServer, grpc.Channel]]:
+    """A server whose database connections (pool and health probe) go through a proxy the
+    test can cut, freeze or slow; the proxy is thawed and cut at the end."""
+    proxy = TcpProxy(upstream_of(database_url))
+    proxy.start()
+    try:
+        with serving(server_env(through(proxy, database_url), **overrides)) as (running, ch):
+            yield proxy, running, ch
+    finally:
+        proxy.thaw()
+        proxy.cut()
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,9 @@ from profile_service.client import (
 )
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, server_env, serving, wait_for
+from tests.e2e.conftest import SECRET, serving_through_proxy, wait_for
 from tests.e2e.probes import NOT_SERVING, health, scrape
-from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
+from tests.e2e.tcp_proxy import TcpProxy
 
 
 def _user_token(sub: str) -> str:
@@ -114,15 +114,12 @@ def test_the_default_deadline_and_a_per_call_one_apply(target: str) -> None:
 
 @pytest.fixture
 def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, server.RunningServer]]:
-    proxy = TcpProxy(upstream_of(test_db.service_url))
-    proxy.start()
-    url = through(proxy, test_db.service_url)
-    try:
-        env = server_env(url, HEALTH_CHECK_INTERVAL_SECONDS="0.1")
-        with serving(env) as (running, _):
-            yield proxy, running
-    finally:
-        proxy.cut()
+    with serving_through_proxy(test_db.service_url, HEALTH_CHECK_INTERVAL_SECONDS="0.1") as (
+        proxy,
+        running,
+        _,
+    ):
+        yield proxy, running
 
 
 def _answered(running: server.RunningServer, code: str) -> float:

@@ -17,21 +17,23 @@ import pytest
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import lock_waiters, rpc_error, server_env, serving, user, wait_for
+from tests.e2e.conftest import (
+    lock_waiters,
+    rpc_error,
+    server_env,
+    serving,
+    serving_through_proxy,
+    user,
+    wait_for,
+)
 from tests.e2e.probes import NOT_SERVING, SERVING, free_port, health, scrape
-from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
+from tests.e2e.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
 def proxied(test_db: ThrowawayDatabase) -> Iterator[tuple[TcpProxy, grpc.Channel]]:
-    proxy = TcpProxy(upstream_of(test_db.service_url))
-    proxy.start()
-    url = through(proxy, test_db.service_url)
-    try:
-        with serving(server_env(url)) as (_, channel):
-            yield proxy, channel
-    finally:
-        proxy.cut()
+    with serving_through_proxy(test_db.service_url) as (proxy, _, channel):
+        yield proxy, channel
 
 
 def test_database_outage_is_unavailable_within_deadline_then_recovers(

@@ -23,11 +23,12 @@ from tests.e2e.conftest import (
     rpc_error,
     server_env,
     serving,
+    serving_through_proxy,
     user,
     wait_for,
 )
 from tests.e2e.probes import NOT_SERVING, SERVING, health, scrape
-from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
+from tests.e2e.tcp_proxy import TcpProxy
 
 HEALTH_NAMES = ("", "profile.v1.ProfileService", "liveness")
 
@@ -96,15 +97,8 @@ def proxied_server(
     test_db: ThrowawayDatabase,
 ) -> Iterator[tuple[TcpProxy, grpc.Channel, object]]:
     """A server whose database connections (pool and health probe) go through a proxy."""
-    proxy = TcpProxy(upstream_of(test_db.service_url))
-    proxy.start()
-    url = through(proxy, test_db.service_url)
-    try:
-        with serving(server_env(url, DB_POOL_SIZE="4")) as (running, channel):
-            yield proxy, channel, running
-    finally:
-        proxy.thaw()
-        proxy.cut()
+    with serving_through_proxy(test_db.service_url, DB_POOL_SIZE="4") as (proxy, running, ch):
+        yield proxy, ch, running
 
 
 def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_time(

@@ -18,8 +18,8 @@ from profile_service.client import TLS, ProfileClient, ServiceError
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, server_env, serving, wait_for
-from tests.e2e.probes import GRPCURL, SERVING, free_port, health
+from tests.e2e.conftest import SECRET, server_env, serving, serving_through_proxy, wait_for
+from tests.e2e.probes import GRPCURL, NOT_SERVING, SERVING, free_port, health
 
 Start = Callable[..., AbstractContextManager[server.RunningServer]]
 
@@ -214,3 +214,25 @@ def test_serve_with_workers_serves_tls_and_plaintext_health_then_drains(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, (tmp_path / "server.log").read_text()
+
+
+def test_the_plaintext_health_port_follows_the_database(
+    test_db: ThrowawayDatabase, files: Files
+) -> None:
+    Authority().server().write(files.cert, files.key)
+    with (
+        serving_through_proxy(
+            test_db.service_url,
+            GRPC_TLS_CERT_FILE=str(files.cert),
+            GRPC_TLS_KEY_FILE=str(files.key),
+            GRPC_HEALTH_PORT="0",
+        ) as (proxy, running, _),
+        grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as plain,
+    ):
+        assert health(plain) == SERVING
+        proxy.cut()
+        assert wait_for(lambda: health(plain) == NOT_SERVING)
+        assert health(plain, "") == NOT_SERVING
+        assert health(plain, "liveness") == SERVING  # unready, never restarted
+        proxy.restore()
+        assert wait_for(lambda: health(plain) == SERVING)
