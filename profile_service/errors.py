@@ -8,6 +8,7 @@ message for people. INVALID_ARGUMENT adds a `google.rpc.BadRequest` listing the 
 fields. The reasons are listed in the README.
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -174,6 +175,12 @@ def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
+@functools.cache
+def _class_for(code: grpc.StatusCode) -> type[ServiceError]:
+    """The class that stands for `code` (found once per code: every class is defined above)."""
+    return next((c for c in _subclasses(ServiceError) if c.code == code), ServiceError)
+
+
 def from_rpc_error(error: grpc.RpcError) -> ServiceError:
     """The ServiceError a failed call stands for, read back from its status and details: the
     class for its status code, with the reason, the field violations and the missing owners."""
@@ -201,7 +208,7 @@ def from_status(
             ]
         elif detail.Unpack(resource):
             missing.append(resource.resource_name)
-    cls = next((c for c in _subclasses(ServiceError) if c.code == code), ServiceError)
+    cls = _class_for(code)
     error: ServiceError
     if cls is InvalidArgument:
         error = InvalidArgument(violations, message=message, reason=reason)
