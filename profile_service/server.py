@@ -75,9 +75,11 @@ class _Serving:
         within `grace`, close the pool."""
         self.admission.close()
         await self.health.stop()
+        await self.server.stop(grace)
+        # After the drain: until then the kubelet reads NOT_SERVING there, as it would on the
+        # API port, rather than a refused connection.
         if self.health_server is not None:
             await self.health_server.stop(0)
-        await self.server.stop(grace)
         if self.jwks is not None:
             await self.jwks.close()
         await self.pool.close()

@@ -5,12 +5,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from profile_service import cli, server, tokens
@@ -18,7 +20,14 @@ from profile_service.client import TLS, ProfileClient, ServiceError
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, server_env, serving, serving_through_proxy, wait_for
+from tests.e2e.conftest import (
+    SECRET,
+    lock_waiters,
+    server_env,
+    serving,
+    serving_through_proxy,
+    wait_for,
+)
 from tests.e2e.probes import GRPCURL, NOT_SERVING, SERVING, free_port, health
 
 Start = Callable[..., AbstractContextManager[server.RunningServer]]
@@ -236,3 +245,40 @@ def test_the_plaintext_health_port_follows_the_database(
         assert health(plain, "liveness") == SERVING  # unready, never restarted
         proxy.restore()
         assert wait_for(lambda: health(plain) == SERVING)
+
+
+def test_while_draining_the_health_port_answers_not_serving(
+    start: Start, files: Files, test_db: ThrowawayDatabase
+) -> None:
+    ca = Authority()
+    ca.server().write(files.cert, files.key)
+    sub = str(uuid.uuid4())
+    token = tokens.mint(SECRET, role="authenticated", sub=sub)
+    tls = TLS(root_certificates=ca.cert, server_name="localhost")
+    with start() as running:
+        target, plain_target = f"127.0.0.1:{running.port}", f"127.0.0.1:{running.health_port}"
+        with ProfileClient(target, token=token, tls=tls) as client:
+            client.upsert(pb.Profile(age=30))
+            answers: list[int] = []
+            with (
+                psycopg.connect(test_db.admin_url) as locker,
+                psycopg.connect(test_db.admin_url, autocommit=True) as watcher,
+            ):
+                # Hold the row: the call below stays in flight, so the drain lasts.
+                locker.execute(
+                    "SELECT 1 FROM profile.profiles WHERE owner_id = %s FOR UPDATE", (sub,)
+                )
+                in_flight = threading.Thread(
+                    target=lambda: answers.append(client.upsert(pb.Profile(age=31)).age)
+                )
+                in_flight.start()
+                assert wait_for(lambda: lock_waiters(watcher) == 1)
+                stopping = threading.Thread(target=running.stop, args=(10,))
+                stopping.start()
+                with grpc.insecure_channel(plain_target) as plain:
+                    # Answered, not refused, while the API drains.
+                    assert wait_for(lambda: health(plain) == NOT_SERVING)
+            in_flight.join(timeout=10)
+            stopping.join(timeout=10)
+    assert answers == [31]  # the call in flight finished
+    assert not stopping.is_alive()
