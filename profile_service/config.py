@@ -159,8 +159,6 @@ class SigningSettings:
 
 def _tls_files(reader: "_Reader") -> "TlsFiles | None":
     """GRPC_TLS_*: both the certificate and its key, or neither; checked by loading them."""
-    from profile_service import tls
-
     cert, key = reader.text("GRPC_TLS_CERT_FILE"), reader.text("GRPC_TLS_KEY_FILE")
     client_ca = reader.text("GRPC_TLS_CLIENT_CA_FILE")
     if not cert and not key:
@@ -171,6 +169,8 @@ def _tls_files(reader: "_Reader") -> "TlsFiles | None":
         missing = "GRPC_TLS_CERT_FILE" if not cert else "GRPC_TLS_KEY_FILE"
         reader.fault(missing, "is required when the other GRPC_TLS_* file is set")
         return None
+    from profile_service import tls  # only now: it needs `cryptography`
+
     files = tls.TlsFiles(cert, key, client_ca)
     try:
         tls.load(files)
