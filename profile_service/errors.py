@@ -121,6 +121,13 @@ class Aborted(ServiceError):
     code = grpc.StatusCode.ABORTED
 
 
+class ResourceExhausted(ServiceError):
+    """The server's bound on calls still waiting for their request was reached: the request
+    did not arrive in time, or too many calls were waiting and this one waited longest."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class OutOfTime(ServiceError):
     """The call's deadline leaves no time for the database: retrying with it cannot help."""
 

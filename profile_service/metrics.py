@@ -40,6 +40,12 @@ DB_READ_ONLY = Gauge(
     "1 while the database refuses writes (a standby, or set read-only); writes are UNAVAILABLE.",
     multiprocess_mode="livemax",
 )
+UNFINISHED_DROPPED = Counter(
+    "profile_unfinished_requests_dropped",
+    "Calls ended RESOURCE_EXHAUSTED before their request arrived (unfinished.py), by why: "
+    "late (not within the time allowed) or evicted (too many waiting, this one the oldest).",
+    ["why"],
+)
 PURGED = Counter("profile_purged", "Profiles permanently deleted by Purge.")
 
 

@@ -43,6 +43,7 @@ from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.store import ProfileStore
 from profile_service.unary_interceptor import UnaryInterceptor, register
+from profile_service.unfinished import UnfinishedRequests
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.validation import MAX_REQUEST_BYTES
 
@@ -55,6 +56,9 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 # The shortest keepalive ping interval a client may use (README, docs/operations.md).
 CLIENT_PING_MIN_SECONDS = 5
+# Concurrent calls (HTTP/2 streams) a client may have open on one connection, on every gRPC
+# port (docs/operations.md, "Transport limits").
+MAX_STREAMS_PER_CONNECTION = 100
 
 
 @dataclass
@@ -183,8 +187,12 @@ async def _start(
     )
     service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
+    # One bound for the process: the health port's calls count against it too.
+    unfinished = UnfinishedRequests()
     jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
-    server = grpc.aio.server(options=_server_options(settings, reuse_port))
+    server = grpc.aio.server(
+        options=_server_options(settings, reuse_port), interceptors=(unfinished,)
+    )
     # The request path: access log (request id, timing, metrics) → the call's span, when
     # tracing is on (absent otherwise: no cost) → a body that is not protobuf → refused while
     # draining → unexpected errors as INTERNAL → auth → servicer.
@@ -222,7 +230,9 @@ async def _start(
         else:
             port = server.add_secure_port(address, tls.server_credentials(settings.tls))
         if settings.grpc_health_port is not None:
-            health_server = grpc.aio.server(options=_server_options(settings, reuse_port))
+            health_server = grpc.aio.server(
+                options=_server_options(settings, reuse_port), interceptors=(unfinished,)
+            )
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
             health_port = health_server.add_insecure_port(f"{host}:{settings.grpc_health_port}")
         await monitor.start()
@@ -265,6 +275,10 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
 def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
     age_ms = int(settings.max_connection_age_seconds * 1000)
     return [
+        # HTTP/2 rapid reset (CVE-2023-44487): without a cap, one connection opening and
+        # resetting streams in a loop makes gRPC start and cancel calls faster than it serves
+        # anyone else. Clients queue calls beyond the cap rather than fail them.
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         # HTTP/2 connections live long and a Service balances connections, not calls: closing
         # each connection after a while (with a grace for calls on it) makes clients reconnect
         # and spread over the pods, new ones included.

@@ -1,15 +1,18 @@
 """A bare HTTP/2 gRPC client for what the grpc library refuses to send: header values that
 are not printable ASCII, bodies that are not protobuf, compressed bodies of any size."""
 
+import base64
 import gzip
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import h2.config
 import h2.connection
 import h2.events
+from google.rpc import error_details_pb2, status_pb2
 
 
 @dataclass
@@ -33,6 +36,19 @@ class Answer:
         return None if raw is None else int(raw)
 
     @property
+    def reason(self) -> str:
+        """The google.rpc.ErrorInfo reason in the status details, or ""."""
+        raw = self.metadata.get(b"grpc-status-details-bin")
+        if raw is None:
+            return ""
+        status = status_pb2.Status.FromString(base64.b64decode(raw + b"=" * (-len(raw) % 4)))
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+        return ""
+
+    @property
     def message(self) -> str:
         """The grpc-message, percent-decoded."""
         return unquote(self.metadata.get(b"grpc-message", b"").decode("ascii", "replace"))
@@ -51,8 +67,12 @@ def call(
     headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
     *,
     timeout: float = 5.0,
+    end_stream: bool = True,
+    pause: float = 0.0,
 ) -> Answer:
-    """One unary call on a fresh connection to 127.0.0.1:`port`; `body` is sent as it is."""
+    """One unary call on a fresh connection to 127.0.0.1:`port`; `body` is sent as it is (and
+    the request left open if not `end_stream`), its second half `pause` seconds after the
+    first."""
     config = h2.config.H2Configuration(
         client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
     )
@@ -74,7 +94,12 @@ def call(
                 *headers,
             ],
         )
-        conn.send_data(stream, body, end_stream=True)
+        if pause:
+            conn.send_data(stream, body[: len(body) // 2])
+            sock.sendall(conn.data_to_send())
+            time.sleep(pause)
+            body = body[len(body) // 2 :]
+        conn.send_data(stream, body, end_stream=end_stream)
         sock.sendall(conn.data_to_send())
         done = False
         while not done:

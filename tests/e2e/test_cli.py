@@ -4,13 +4,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
 import jwt
 import psycopg
 import pytest
@@ -20,9 +16,8 @@ from profile_service import tokens
 from profile_service.server import RunningServer
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env, wait_for
-from tests.e2e.probes import SERVING, free_port, health
-
-CLI = str(Path(sys.executable).parent / "profile-service")
+from tests.e2e.probes import free_port
+from tests.e2e.serve_process import CLI, serving_command
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -199,7 +194,7 @@ def test_serve_runs_every_thread_under_the_scheduling_policy_asked(
     test_db: ThrowawayDatabase, setting: str, policy: int
 ) -> None:
     env = server_env(test_db.service_url, GRPC_PORT=str(free_port()), SCHED_BATCH=setting)
-    with _serving_command(env) as process:
+    with serving_command(env) as process:
         threads = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")]
         # gRPC's, the connection pool's and the health checker's threads are all running.
         assert len(threads) >= 4
@@ -219,7 +214,7 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
         METRICS_PORT=str(free_port()),
         WORKERS=str(count),
     )
-    with _serving_command(env) as process:
+    with serving_command(env) as process:
         assert wait_for(lambda: len(_serving_children(process.pid)) == count, timeout=20)
         affinities = sorted(
             tuple(sorted(os.sched_getaffinity(pid))) for pid in _serving_children(process.pid)
@@ -228,23 +223,6 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
         assert affinities == [(cpu,) for cpu in cpus]
     else:
         assert affinities == [tuple(cpus)] * count
-
-
-@contextmanager
-def _serving_command(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """`profile-service serve` with `env`, once it reports SERVING; it must then stop with 0."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
-    process = subprocess.Popen(
-        [CLI, "serve"], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{env['GRPC_PORT']}") as channel:
-            assert wait_for(lambda: health(channel) == SERVING, timeout=20)
-        yield process
-    finally:
-        process.terminate()
-        code = process.wait(timeout=30)
-    assert code == 0
 
 
 def _serving_children(pid: int) -> list[int]:

@@ -3,6 +3,7 @@ should be; health still answered in plaintext for the kubelet's probes."""
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -15,8 +16,10 @@ import grpc
 import psycopg
 import pytest
 
+from devtools import h2_attacks
 from profile_service import cli, server, tokens
 from profile_service.client import TLS, ProfileClient, ServiceError
+from profile_service.unfinished import REASON, UNFINISHED_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase
@@ -29,6 +32,7 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.e2e.probes import GRPCURL, NOT_SERVING, SERVING, free_port, health
+from tests.e2e.raw_h2 import call
 
 Start = Callable[..., AbstractContextManager[server.RunningServer]]
 
@@ -282,3 +286,23 @@ def test_while_draining_the_health_port_answers_not_serving(
             stopping.join(timeout=10)
     assert answers == [31]  # the call in flight finished
     assert not stopping.is_alive()
+
+
+def test_the_plaintext_health_port_caps_streams_and_bounds_unfinished_requests(
+    start: Start, files: Files
+) -> None:
+    # Under TLS the kubelet probes this port: a rapid-reset or unfinished-request flood there
+    # must meet the same limits as on the API port (issue "Transport hardening").
+    Authority().server().write(files.cert, files.key)
+    with start() as running:
+        port = running.health_port
+        assert h2_attacks.advertised_max_streams(port) == server.MAX_STREAMS_PER_CONNECTION
+        answer = call(
+            port,
+            "/grpc.health.v1.Health/Check",
+            struct.pack(">BI", 0, 100),  # announces 100 bytes, sends none
+            timeout=UNFINISHED_SECONDS + 10,
+            end_stream=False,
+        )
+        assert answer.status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert answer.reason == REASON

@@ -58,3 +58,18 @@ def test_every_profile_service_command_in_the_guide_parses() -> None:
     assert any(c.startswith("token --role service_role") for c in commands), commands
     for command in commands:
         build_parser().parse_args(command.rstrip(")").split())  # SystemExit on a bad flag
+
+
+def test_the_guide_states_the_transport_limits_the_code_enforces() -> None:
+    from profile_service import server, unfinished, validation
+
+    section = _guide().split("## 12. Transport limits", 1)[1]
+    stated = {
+        f"{server.MAX_STREAMS_PER_CONNECTION} (`server.MAX_STREAMS_PER_CONNECTION`)",
+        f"{validation.MAX_REQUEST_BYTES // 1024} KiB once decompressed",
+        f"{unfinished.UNFINISHED_SECONDS:g} s (`unfinished.UNFINISHED_SECONDS`)",
+        f"{unfinished.MAX_UNFINISHED} (`unfinished.MAX_UNFINISHED`)",
+        f"`{unfinished.REASON}`",
+    }
+    missing = sorted(fact for fact in stated if fact not in section)
+    assert not missing, f"docs/operations.md, section 12, does not state {missing}"

@@ -1,0 +1,175 @@
+"""Calls whose request has not fully arrived are bounded in number and in time.
+
+gRPC holds a call's request bytes until the whole message is in, with no limit of its own: a
+client with no token could open thousands of streams, announce 88 KiB bodies, send all but the
+last byte and keep answering pings, and each would pin its bytes for the connection's whole
+life (issue "Transport hardening", item 2). So every call reads its request here, where it is
+counted: at most MAX_UNFINISHED calls wait for their request at once (a new one evicts the
+oldest waiter), and none waits longer than UNFINISHED_SECONDS. A real client sends its request
+with its headers, so it is never the oldest waiter for long; an evicted or late call ends
+RESOURCE_EXHAUSTED, and its bytes are freed with it. Memory held by unfinished requests is then
+at most MAX_UNFINISHED times the largest request (docs/operations.md, "Transport limits").
+
+This is a server interceptor (it runs on the call's headers, for every service on the port:
+health and reflection too) that hands gRPC a request-streaming handler in place of each
+unary-request one, so that the read happens in our code rather than inside grpc.aio, where
+nothing can bound it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+import grpc.aio
+
+from profile_service import errors, metrics
+from profile_service.errors import ResourceExhausted
+
+# Calls waiting for (the rest of) their request message, in the whole process. With requests of
+# at most validation.MAX_REQUEST_BYTES, this bounds what they can hold.
+MAX_UNFINISHED = 500
+# How long a call may take to deliver one request message after its headers (or after its
+# previous message, for a stream).
+UNFINISHED_SECONDS = 10.0
+REASON = "REQUEST_NOT_RECEIVED"
+
+# The stubs type handlers as the sync server's; under grpc.aio they are coroutines.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class _Waiter:
+    """One call waiting for a message: woken by its arrival, an eviction or its time."""
+
+    __slots__ = ("timer", "why", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.woken: asyncio.Future[None] = loop.create_future()
+        self.why = ""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wake(self, why: str = "") -> None:
+        if not self.woken.done():
+            self.why = why
+            self.woken.set_result(None)
+
+
+class UnfinishedRequests(grpc.aio.ServerInterceptor):
+    """Bounds the calls waiting for their request: at most `limit` at once, `seconds` each."""
+
+    def __init__(self, limit: int = MAX_UNFINISHED, seconds: float = UNFINISHED_SECONDS) -> None:
+        self._limit = limit
+        self._seconds = seconds
+        # Insertion order is arrival order: the first key is the oldest waiter.
+        self._waiting: dict[_Waiter, None] = {}
+        self._wrapped: dict[Handler, Handler] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a request message now."""
+        return len(self._waiting)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """The method's handler, reading its request through this bound."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrapped.get(handler)
+        if wrapped is None:
+            wrapped = self._wrapped[handler] = self._wrap(handler)
+        return wrapped
+
+    async def receive(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """The next request message (grpc.aio.EOF at the end of a stream), or the call ends
+        RESOURCE_EXHAUSTED if it is evicted or takes too long."""
+        loop = asyncio.get_running_loop()
+        read = loop.create_task(context.read())
+        waiter = _Waiter(loop)
+        read.add_done_callback(_arrived(waiter))
+        self._waiting[waiter] = None
+        if len(self._waiting) > self._limit:
+            oldest = next(iter(self._waiting))
+            oldest.wake("evicted")
+        waiter.timer = loop.call_later(self._seconds, waiter.wake, "late")
+        try:
+            await waiter.woken
+        finally:
+            waiter.timer.cancel()
+            self._waiting.pop(waiter, None)
+        if not waiter.why:
+            return read.result()
+        # The pending read ends by itself with the call; it is not cancelled, which would race
+        # gRPC's own completion of it.
+        metrics.UNFINISHED_DROPPED.labels(waiter.why).inc()
+        message = (
+            f"the request did not arrive within {self._seconds:g} s"
+            if waiter.why == "late"
+            else "too many calls are waiting for their request; this one waited longest"
+        )
+        await errors.abort(context, ResourceExhausted(message, REASON))
+
+    def _wrap(self, handler: Handler) -> Handler:
+        receive = self.receive
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+
+        async def messages(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            while (message := await receive(context)) is not grpc.aio.EOF:
+                yield message
+
+        if handler.unary_unary is not None:
+            unary_unary: Any = handler.unary_unary
+
+            async def unary_in_unary_out(_: object, context: Any) -> Any:
+                return await unary_unary(await receive(context), context)
+
+            return grpc.stream_unary_rpc_method_handler(unary_in_unary_out, **options)
+        if handler.unary_stream is not None:
+            unary_stream: Any = handler.unary_stream
+
+            async def unary_in_stream_out(_: object, context: Any) -> AsyncIterator[Any]:
+                async for response in _responses(unary_stream(await receive(context), context)):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(unary_in_stream_out, **options)
+        if handler.stream_unary is not None:
+            stream_unary: Any = handler.stream_unary
+
+            async def stream_in_unary_out(_: object, context: Any) -> Any:
+                return await stream_unary(messages(context), context)
+
+            return grpc.stream_unary_rpc_method_handler(stream_in_unary_out, **options)
+        stream_stream: Any = handler.stream_stream
+
+        async def stream_in_stream_out(_: object, context: Any) -> AsyncIterator[Any]:
+            async for response in _responses(stream_stream(messages(context), context)):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream_in_stream_out, **options)
+
+
+def _arrived(waiter: _Waiter) -> Callable[["asyncio.Task[Any]"], None]:
+    def done(read: "asyncio.Task[Any]") -> None:
+        if not read.cancelled():
+            read.exception()  # retrieved here: an evicted call's read may end in an error
+        waiter.wake()
+
+    return done
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's responses, whether it yields them or writes them itself."""
+    if inspect.isasyncgen(result):
+        async for response in result:
+            yield response
+    else:
+        await result
