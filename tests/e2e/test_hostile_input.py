@@ -11,6 +11,7 @@ import uuid
 import grpc
 import pytest
 
+from profile_service.logs import FAILED_CALL_LINES
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user, wait_for
 from tests.e2e.probes import scrape
@@ -66,17 +67,88 @@ def test_a_body_that_is_not_protobuf_is_invalid_argument_counted_and_quiet(
     assert "Traceback" not in logged and "DecodeError" not in logged
 
 
+def _bad_byte_at(where: str, token: bytes) -> bytes:
+    """`token` ("Bearer <jwt>") with a byte that is not UTF-8 put `where`."""
+    scheme, jwt_ = token.split(b" ", 1)
+    header, payload, signature = jwt_.split(b".")
+    bad = b"\xff"
+    return {
+        "before the scheme": bad + token,
+        "in the scheme": scheme[:3] + bad + scheme[3:] + b" " + jwt_,
+        "between scheme and token": scheme + b" " + bad + jwt_,
+        "in the header": scheme
+        + b" "
+        + header[:1]
+        + bad
+        + header[1:]
+        + b"."
+        + payload
+        + b"."
+        + signature,
+        "in the payload": scheme
+        + b" "
+        + header
+        + b"."
+        + payload[:9]
+        + bad
+        + payload[9:]
+        + b"."
+        + signature,
+        "in the signature": token[:-6] + bad + token[-6:],
+        "at the end": token + bad,
+    }[where]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "before the scheme",
+        "in the scheme",
+        "between scheme and token",
+        "in the header",
+        "in the payload",
+        "in the signature",
+        "at the end",
+    ],
+)
 def test_a_token_with_a_stray_byte_is_unauthenticated_and_never_logged(
-    running_server: object, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    running_server: object,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    where: str,
 ) -> None:
     port = running_server.port  # type: ignore[attr-defined]
     for name in ("profile_service", "grpc"):  # the server's loggers (the test client's own log)
         caplog.set_level(logging.DEBUG, logger=name)
     token = dict(user(uuid.uuid4()))["authorization"].encode()  # a valid "Bearer <jwt>"
-    signature = token.rsplit(b".", 1)[1]
-    answer = call(port, GET, frame(b""), [(b"authorization", token + b"\xff")])
+    answer = call(port, GET, frame(b""), [(b"authorization", _bad_byte_at(where, token))])
     assert answer.status == grpc.StatusCode.UNAUTHENTICATED.value[0]
     time.sleep(0.2)  # gRPC's C core writes its log lines on threads of its own
     out, err = capfd.readouterr()
-    assert signature.decode() not in out + err
-    assert signature.decode() not in "\n".join(r.getMessage() for r in caplog.records)
+    logged = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    jwt_ = token.split(b" ", 1)[1].decode()
+    # No piece of the token long enough to help rebuild it, in any form the log could hold it.
+    pieces = {jwt_[i : i + 12] for i in range(len(jwt_) - 12)}
+    assert not [piece for piece in pieces if piece in logged]
+
+
+def test_header_values_that_are_not_utf8_cannot_flood_the_log(
+    running_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gRPC logs an ERROR, with a traceback, each time such a call's metadata is read: three
+    # times a call. Its lines go through the failed-call budget (logs.FAILED_CALL_LINES).
+    port = running_server.port  # type: ignore[attr-defined]
+    caplog.set_level(logging.DEBUG, logger="grpc")
+    calls = 300
+    started = time.monotonic()
+    for _ in range(calls):
+        call(port, GET, frame(b""), [(b"x-foo", b"v\xff")])
+    elapsed = time.monotonic() - started
+    lines = [
+        r for r in caplog.records if r.name.startswith("grpc") and r.levelno >= logging.WARNING
+    ]
+    budget = FAILED_CALL_LINES
+    assert len(lines) <= budget.burst + budget.per_second * elapsed + 1 < 3 * calls
+    assert all(r.exc_info is None for r in lines)  # one line each, no traceback
+    # The budget is the process's: let it refill, or the next tests' failed calls go unlogged.
+    time.sleep(budget.burst / budget.per_second)
