@@ -96,15 +96,16 @@ class TokenVerifier:
         self._leeway = leeway_seconds
         self._lock = threading.Lock()
 
-    async def verify(self, token: str) -> Caller:
+    async def verify(self, token: str, wait_seconds: float | None = None) -> Caller:
         """The caller a token stands for; raise Unauthenticated or PermissionDenied if it is not
-        acceptable. Awaits only when the token's signing key must be fetched first."""
+        acceptable. Awaits only when the token's signing key must be fetched first, and then
+        at most `wait_seconds` (None: the fetch's own timeout)."""
         now = time.time()
         with self._lock:
             cached = self._cache.get(token)
         if cached is not None and cached.expires_at > now:
             return cached
-        keys, algorithms = await self._keys_for(token)
+        keys, algorithms = await self._keys_for(token, wait_seconds)
         caller = self._decode(token, keys, algorithms)
         cached_until = min(caller.expires_at, now + self.CACHE_SECONDS)
         with self._lock:
@@ -113,7 +114,9 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         return caller
 
-    async def _keys_for(self, token: str) -> tuple[Sequence[str | jwt.PyJWK], list[str]]:
+    async def _keys_for(
+        self, token: str, wait_seconds: float | None
+    ) -> tuple[Sequence[str | jwt.PyJWK], list[str]]:
         """The keys to try on `token` and the algorithms they allow: with a JWKS, an asymmetric
         token's header picks the published key (whose own algorithm is then the only one
         allowed); any other token goes to the configured secret(s)."""
@@ -131,7 +134,7 @@ class TokenVerifier:
         if not isinstance(kid, str) or not kid:
             raise _unauthenticated("token lacks a 'kid' header naming its signing key")
         try:
-            key = await self._jwks.key(kid)
+            key = await self._jwks.key(kid, wait_seconds)
         except UnknownKey as exc:
             raise _unauthenticated("token signed by an unknown key ('kid' not published)") from exc
         except SigningKeysUnavailable as exc:
@@ -210,6 +213,8 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     raise _unauthenticated("missing authorization metadata", "TOKEN_MISSING")
 
 
+# The share of a call's remaining time it may spend waiting for the JWKS to be fetched.
+KEY_WAIT_SHARE = 0.5
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("profile_caller")
 
 
@@ -235,8 +240,11 @@ class AuthInterceptor(UnaryInterceptor):
         verifier = self._verifier
 
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            time_left = context.time_remaining()
+            # A key fetch may take half the call's time: the other half is the database's.
+            wait = None if time_left is None else time_left * KEY_WAIT_SHARE
             try:
-                caller = await verifier.verify(bearer_token(context.invocation_metadata()))
+                caller = await verifier.verify(bearer_token(context.invocation_metadata()), wait)
             except ServiceError as exc:
                 await errors.abort(context, exc)
             call_notes.note("role", caller.role)

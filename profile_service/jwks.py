@@ -6,6 +6,9 @@ call waiting for keys shares the fetch in flight. The set is refreshed when it i
 REFRESH_SECONDS (in the background: the cached keys keep serving) and when a token names a
 `kid` it lacks (a key rotated in), but a fetch starts at most once per MIN_REFETCH_SECONDS,
 so a flood of tokens with made-up `kid`s cannot turn into a flood of requests to the issuer.
+A call waits for a fetch no longer than its caller allows, and not at all while the issuer is
+known to be failing (the last fetch failed): a flood of unknown `kid`s while the issuer hangs
+must not pile calls up behind a fetch that will time out anyway.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class JwksKeySet:
         self._keys: dict[str, PyJWK] | None = None  # None until a fetch has succeeded
         self._fetched_at = -math.inf  # time.monotonic() of the last successful fetch
         self._attempted_at = -math.inf  # ...and of the start of the last attempt
+        self._failing = False  # the last attempt failed
         self._fetch: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -83,9 +87,11 @@ class JwksKeySet:
             self._fetch.cancel()
             await asyncio.gather(self._fetch, return_exceptions=True)
 
-    async def key(self, kid: str) -> PyJWK:
+    async def key(self, kid: str, wait_seconds: float | None = None) -> PyJWK:
         """The published key named `kid`; raise UnknownKey if the issuer does not publish it,
-        SigningKeysUnavailable if no key set could be fetched yet."""
+        SigningKeysUnavailable if no key set could be fetched yet, or if a fetch that could
+        tell is still under way after `wait_seconds` (None: as long as it takes), or the last
+        fetch failed (then at once)."""
         now = time.monotonic()
         if self._keys is not None and kid in self._keys:
             if now - self._fetched_at >= self._refresh_seconds:
@@ -95,9 +101,14 @@ class JwksKeySet:
         # fetch started too recently (then the answer would be the same anyway).
         self._maybe_fetch(now)
         if self._fetch is not None:
-            # Shielded: a caller that goes away must not cancel the fetch others wait for.
-            await asyncio.shield(self._fetch)
-        if self._keys is None:
+            if self._failing:
+                raise SigningKeysUnavailable
+            try:
+                # Shielded: a caller that goes away must not cancel the fetch others wait for.
+                await asyncio.wait_for(asyncio.shield(self._fetch), wait_seconds)
+            except TimeoutError:
+                raise SigningKeysUnavailable from None
+        if self._keys is None or self._failing:  # the kid may be a key we could not fetch
             raise SigningKeysUnavailable
         try:
             return self._keys[kid]
@@ -114,8 +125,10 @@ class JwksKeySet:
             async with asyncio.timeout(self._fetch_timeout_seconds):
                 keys = await asyncio.to_thread(download, self._url, self._fetch_timeout_seconds)
         except Exception as exc:  # any failure keeps the keys we have; the next try will tell
+            self._failing = True
             _LOGGER.warning("JWKS fetch from %s failed: %s", self._url, _describe(exc))
         else:
+            self._failing = False
             self._keys = keys
             self._fetched_at = time.monotonic()
             _LOGGER.info("JWKS fetched from %s: keys %s", self._url, sorted(keys))

@@ -157,8 +157,8 @@ class UnfinishedRequests(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(stream_in_stream_out, **options)
 
 
-def _arrived(waiter: _Waiter) -> Callable[["asyncio.Task[Any]"], None]:
-    def done(read: "asyncio.Task[Any]") -> None:
+def _arrived(waiter: _Waiter) -> Callable[[asyncio.Task[Any]], None]:
+    def done(read: asyncio.Task[Any]) -> None:
         if not read.cancelled():
             read.exception()  # retrieved here: an evicted call's read may end in an error
         waiter.wake()

@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service import jwks, tokens
+from profile_service import auth, jwks, tokens
 from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
@@ -320,6 +320,12 @@ def test_a_slow_jwks_server_holds_up_only_the_calls_waiting_for_its_keys(
     assert time.monotonic() - started >= 1.9  # it did wait for the fetch
 
 
+def _passes_authentication(stub: pb_grpc.ProfileServiceStub, metadata: Metadata) -> bool:
+    """A Get for a user with no profile yet: True if it gets past authentication."""
+    error = rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=metadata, timeout=10))
+    return error.code() == grpc.StatusCode.NOT_FOUND
+
+
 def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -355,7 +361,9 @@ def test_keys_become_usable_once_the_jwks_server_answers(
             _not_found(stub, user(uuid.uuid4()))
             down.status = 200
             time.sleep(REFETCH_SECONDS)
-            _not_found(stub, bearer(ES.token()))
+            # The first call starts a fetch; while the last one failed, it is told at once to
+            # retry (SIGNING_KEYS_UNAVAILABLE). The fetch succeeds, and the retry passes.
+            assert _wait(lambda: _passes_authentication(stub, bearer(ES.token())))
     finally:
         down.close()
 
@@ -421,3 +429,54 @@ def test_a_fetch_is_given_up_after_its_timeout(jwks_server: JwksServer) -> None:
     started = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - started < 1.0
+
+
+def test_an_unknown_kid_waits_for_a_fetch_no_longer_than_it_is_allowed(
+    jwks_server: JwksServer,
+) -> None:
+    async def main() -> float:
+        keys = JwksKeySet(jwks_server.url, min_refetch_seconds=0)
+        assert (await keys.key(ES.kid)).algorithm_name == "ES256"
+        jwks_server.delay = 2.0  # the next fetch hangs
+        started = time.monotonic()
+        with pytest.raises(SigningKeysUnavailable):
+            await keys.key("rotated-in", wait_seconds=0.2)
+        took = time.monotonic() - started
+        await keys.close()
+        return took
+
+    assert 0.2 <= asyncio.run(main()) < 0.5
+
+
+def test_while_fetches_fail_an_unknown_kid_is_answered_at_once(jwks_server: JwksServer) -> None:
+    async def main() -> None:
+        keys = JwksKeySet(jwks_server.url, min_refetch_seconds=0, fetch_timeout_seconds=0.3)
+        assert (await keys.key(ES.kid)).algorithm_name == "ES256"
+        jwks_server.delay = 2.0
+        with pytest.raises(SigningKeysUnavailable):
+            await keys.key("rotated-in")  # waits for the fetch, which times out: now failing
+        for kid in (f"made-up-{i}" for i in range(20)):  # each starts or finds a fetch
+            started = time.monotonic()
+            with pytest.raises(SigningKeysUnavailable):
+                await keys.key(kid)
+            assert time.monotonic() - started < 0.05
+        assert (await keys.key(ES.kid)).algorithm_name == "ES256"  # known keys still serve
+        await keys.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_kid_call_waits_for_a_hanging_issuer_at_most_half_its_deadline(
+    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
+) -> None:
+    time.sleep(REFETCH_SECONDS)  # a fetch may start
+    jwks_server.delay = 3.0
+    started = time.monotonic()
+    error = rpc_error(
+        lambda: stub.Get(pb.GetRequest(), metadata=bearer(ES.token(kid="new-key")), timeout=1)
+    )
+    took = time.monotonic() - started
+    # Not DEADLINE_EXCEEDED after the whole second: the answer leaves the caller time to retry.
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(error)[0] == "SIGNING_KEYS_UNAVAILABLE"
+    assert 0.8 * auth.KEY_WAIT_SHARE <= took < 0.8
