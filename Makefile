@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # pyproject.toml's dev extra): make test needs Python and nothing else.
 BUF := $(BIN)/buf
 
-.PHONY: install proto run test lint bench clean
+.PHONY: install proto run test lint bench bench-attacks clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: install
 # Seeds a database, measures bare gRPC servers (the ceiling) and the real service; see bench/.
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The unauthenticated HTTP/2 attacks against one worker, a legitimate client beside them; see
+# bench/README.md ("Transport hardening").
+bench-attacks: install
+	$(BIN)/python -m bench.attacks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) profile_service/v1 build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,8 @@ interpreter: `python -m devtools.h2_attacks MODE PORT [ARGS]`.
 
 - `rapid-reset PORT SECONDS [PATH]`: one connection sending HEADERS then RST_STREAM in a loop
   (CVE-2023-44487), as fast as it can; prints the streams it opened.
+- `bad-headers PORT SECONDS`: complete calls whose header value is not UTF-8, as fast as the
+  server answers them; prints the calls sent.
 - `unfinished PORT CONNECTIONS STREAMS`: on each connection, STREAMS calls whose body announces
   90,000 bytes and sends 89,000 without ending, within the flow-control windows the server
   grants; prints "held N" (the streams whose bytes all went out) and keeps the connections
@@ -49,8 +51,8 @@ def _length(text: bytes) -> bytes:
     return bytes(out)
 
 
-def header_block(port: int, path: str) -> bytes:
-    """The request headers of a gRPC call to `path`, with no token."""
+def header_block(port: int, path: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """The request headers of a gRPC call to `path`, with no token (and `extra` headers)."""
     return b"".join(
         _literal(name, value)
         for name, value in (
@@ -60,6 +62,7 @@ def header_block(port: int, path: str) -> bytes:
             (b":authority", f"127.0.0.1:{port}".encode()),
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
+            *extra,
         )
     )
 
@@ -86,6 +89,7 @@ class _Reader:
         self.outgoing = b""
         self.max_streams: int | None = None
         self.settings_seen = False
+        self.ended = 0  # streams the server ended (trailers or RST_STREAM)
         self.refused: set[int] = set()
         self.closed = False
 
@@ -131,6 +135,9 @@ class _Reader:
                     self.connection_credit += grant
             elif kind == RST_STREAM:
                 self.refused.add(stream)
+                self.ended += 1
+            elif kind == HEADERS and flags & END_STREAM:
+                self.ended += 1
             elif kind == GOAWAY:
                 self.closed = True
         self.outgoing += out
@@ -185,6 +192,31 @@ def rapid_reset(port: int, seconds: float, path: str) -> int:
         except OSError:
             break
         reader.pump()
+    sock.close()
+    return sent
+
+
+def bad_headers(port: int, seconds: float) -> int:
+    """Complete Get calls whose `x-foo` header value is not UTF-8, as fast as the server takes
+    them (within its stream cap); returns the calls sent."""
+    sock = _connect(port)
+    reader = _Reader(sock)
+    block = header_block(port, "/profile.v1.ProfileService/Get", ((b"x-foo", b"v\xff"),))
+    empty = struct.pack(">BI", 0, 0)
+    stream, sent = 1, 0
+    sock.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not reader.closed and stream < (1 << 31) - 400:
+        cap = reader.max_streams or 100
+        while sent - reader.ended < cap and len(reader.outgoing) < 1 << 16:
+            reader.outgoing += frame(HEADERS, END_HEADERS, stream, block)
+            reader.outgoing += frame(DATA, END_STREAM, stream, empty)
+            stream, sent = stream + 2, sent + 1
+        reader.flush()
+        if selector.select(0.01):
+            reader.pump()
     sock.close()
     return sent
 
@@ -256,6 +288,8 @@ def main(argv: list[str]) -> None:
     if mode == "rapid-reset":
         path = argv[3] if len(argv) > 3 else "/profile.v1.ProfileService/Get"
         print(rapid_reset(port, float(argv[2]), path), flush=True)
+    elif mode == "bad-headers":
+        print(bad_headers(port, float(argv[2])), flush=True)
     elif mode == "unfinished":
         stop = threading.Event()
 

@@ -46,6 +46,15 @@ UNFINISHED_DROPPED = Counter(
     "late (not within the time allowed) or evicted (too many waiting, this one the oldest).",
     ["why"],
 )
+GRPC_CALLS_STARTED = Counter(
+    "profile_grpc_calls_started",
+    "Calls gRPC started on this process's ports (channelz): API, health and reflection calls, "
+    "and those gRPC itself ended before any handler.",
+)
+GRPC_CALLS_FAILED = Counter(
+    "profile_grpc_calls_failed",
+    "Of those, the calls that ended with a status other than OK (channelz).",
+)
 PURGED = Counter("profile_purged", "Profiles permanently deleted by Purge.")
 
 

@@ -22,6 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import (
+    core_calls,
     db,
     deadlines,
     logs,
@@ -59,6 +60,8 @@ CLIENT_PING_MIN_SECONDS = 5
 # Concurrent calls (HTTP/2 streams) a client may have open on one connection, on every gRPC
 # port (docs/operations.md, "Transport limits").
 MAX_STREAMS_PER_CONNECTION = 100
+# The flow-control window of a call's stream before its request is read.
+STREAM_WINDOW_BYTES = 16 * 1024
 
 
 @dataclass
@@ -73,6 +76,7 @@ class _Serving:
     health: DatabaseHealthMonitor
     admission: Admission
     jwks: JwksKeySet | None
+    core_calls: core_calls.CoreCalls
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
@@ -84,6 +88,7 @@ class _Serving:
         # API port, rather than a refused connection.
         if self.health_server is not None:
             await self.health_server.stop(0)
+        await self.core_calls.stop()
         if self.jwks is not None:
             await self.jwks.close()
         await self.pool.close()
@@ -190,6 +195,7 @@ async def _start(
     # One bound for the process: the health port's calls count against it too.
     unfinished = UnfinishedRequests()
     jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+    others = core_calls.server_ids()
     server = grpc.aio.server(
         options=_server_options(settings, reuse_port), interceptors=(unfinished,)
     )
@@ -243,6 +249,8 @@ async def _start(
         await server.start()
         if health_server is not None:
             await health_server.start()
+        counts = core_calls.CoreCalls(core_calls.server_ids() - others)
+        counts.start()
     except BaseException:
         if jwks is not None:
             await jwks.close()
@@ -258,6 +266,7 @@ async def _start(
         health=monitor,
         admission=admission,
         jwks=jwks,
+        core_calls=counts,
     )
 
 
@@ -279,6 +288,13 @@ def _server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int
         # resetting streams in a loop makes gRPC start and cancel calls faster than it serves
         # anyone else. Clients queue calls beyond the cap rather than fail them.
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # A call's stream may receive STREAM_WINDOW_BYTES before anything reads it, not the
+        # megabytes gRPC's bandwidth probing grants: a flood of unfinished requests that the
+        # server has not yet reached (unfinished.py bounds the ones it has) holds that much
+        # each. A request larger than the window costs one more round trip, once its reader
+        # asks for it (docs/operations.md, "Transport limits").
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
         # HTTP/2 connections live long and a Service balances connections, not calls: closing
         # each connection after a while (with a grace for calls on it) makes clients reconnect
         # and spread over the pods, new ones included.

@@ -11,6 +11,7 @@ import uuid
 import grpc
 import pytest
 
+from profile_service import core_calls
 from profile_service.logs import FAILED_CALL_LINES
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user, wait_for
@@ -152,3 +153,25 @@ def test_header_values_that_are_not_utf8_cannot_flood_the_log(
     assert all(r.exc_info is None for r in lines)  # one line each, no traceback
     # The budget is the process's: let it refill, or the next tests' failed calls go unlogged.
     time.sleep(budget.burst / budget.per_second)
+
+
+def test_calls_grpc_itself_refuses_are_counted(running_server: object) -> None:
+    # An upper-case header name is refused by gRPC's transport before any handler: the API's
+    # metrics never see the call, channelz does (core_calls.py).
+    port = running_server.port  # type: ignore[attr-defined]
+    metrics_port = running_server.metrics_port  # type: ignore[attr-defined]
+    failed = ("profile_grpc_calls_failed_total", ())
+    internal = ("profile_requests_total", (("code", "INTERNAL"), ("method", "Get")))
+    before = scrape(metrics_port)
+    for _ in range(5):
+        answer = call(port, GET, frame(b""), [(b"X-Upper", b"v")])
+        assert answer.status == grpc.StatusCode.INTERNAL.value[0]
+        assert "Illegal header key" in answer.message
+    assert wait_for(
+        lambda: scrape(metrics_port)[failed] >= before[failed] + 5,
+        timeout=core_calls.INTERVAL_SECONDS + 5,
+    )
+    after = scrape(metrics_port)
+    assert after.get(internal, 0.0) == before.get(internal, 0.0)
+    started = ("profile_grpc_calls_started_total", ())
+    assert after[started] >= before[started] + 5

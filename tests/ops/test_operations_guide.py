@@ -66,6 +66,7 @@ def test_the_guide_states_the_transport_limits_the_code_enforces() -> None:
     section = _guide().split("## 12. Transport limits", 1)[1]
     stated = {
         f"{server.MAX_STREAMS_PER_CONNECTION} (`server.MAX_STREAMS_PER_CONNECTION`)",
+        f"{server.STREAM_WINDOW_BYTES // 1024} KiB (`server.STREAM_WINDOW_BYTES`",
         f"{validation.MAX_REQUEST_BYTES // 1024} KiB once decompressed",
         f"{unfinished.UNFINISHED_SECONDS:g} s (`unfinished.UNFINISHED_SECONDS`)",
         f"{unfinished.MAX_UNFINISHED} (`unfinished.MAX_UNFINISHED`)",
