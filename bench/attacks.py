@@ -10,6 +10,7 @@ bench/results/attacks.json and a table on stdout; the story is in bench/README.m
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -102,7 +103,9 @@ class _Legitimate:
         }
 
 
-def run_one(db: database.BenchDatabase, attack: str, arena: bool) -> dict[str, Any]:
+def run_one(
+    db: database.BenchDatabase, attack: str, arena: bool, serve: list[str]
+) -> dict[str, Any]:
     """One attack against a fresh server; its figures."""
     port = free_port()
     env = {
@@ -116,9 +119,7 @@ def run_one(db: database.BenchDatabase, attack: str, arena: bool) -> dict[str, A
     env.pop("MALLOC_ARENA_MAX", None)
     if arena:
         env["MALLOC_ARENA_MAX"] = "2"
-    server = subprocess.Popen(
-        [_CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         legit = _wait_for_server(port)
         idle = _rss_mb(server.pid, "VmRSS")
@@ -172,13 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run every attack, with and without MALLOC_ARENA_MAX=2; print and save the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__)
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated names")
+    parser.add_argument(
+        "--serve",
+        default=f"{_CLI} serve",
+        help="the command that serves, shell-split (to measure another checkout, say)",
+    )
+    parser.add_argument(
+        "--arena", default="unset,2", help="MALLOC_ARENA_MAX settings to run each attack with"
+    )
     args = parser.parse_args(argv)
     db = database.prepare("profile_bench_attacks", 1000)
     rows = []
     try:
         for attack in args.attacks.split(","):
-            for arena in (False, True):
-                row = run_one(db, attack, arena)
+            for arena in (setting == "2" for setting in args.arena.split(",")):
+                row = run_one(db, attack, arena, shlex.split(args.serve))
                 rows.append(row)
                 print(
                     f"{attack:20} arena={'2' if arena else '-'}  ok {100 * row['ok_share']:5.1f} %"

@@ -40,6 +40,7 @@ from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.internal_errors import InternalErrorInterceptor
 from profile_service.jwks import JwksKeySet
 from profile_service.malformed import RejectMalformed, parse_or_mark
+from profile_service.memory import HeapTrimmer
 from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.store import ProfileStore
@@ -77,6 +78,7 @@ class _Serving:
     admission: Admission
     jwks: JwksKeySet | None
     core_calls: core_calls.CoreCalls
+    trimmer: HeapTrimmer
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
@@ -89,6 +91,7 @@ class _Serving:
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.core_calls.stop()
+        await self.trimmer.stop()
         if self.jwks is not None:
             await self.jwks.close()
         await self.pool.close()
@@ -251,6 +254,8 @@ async def _start(
             await health_server.start()
         counts = core_calls.CoreCalls(core_calls.server_ids() - others)
         counts.start()
+        trimmer = HeapTrimmer()
+        trimmer.start()
     except BaseException:
         if jwks is not None:
             await jwks.close()
@@ -267,6 +272,7 @@ async def _start(
         admission=admission,
         jwks=jwks,
         core_calls=counts,
+        trimmer=trimmer,
     )
 
 

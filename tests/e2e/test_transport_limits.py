@@ -19,15 +19,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools import h2_attacks
+from profile_service.memory import TRIM_SECONDS
 from profile_service.server import MAX_STREAMS_PER_CONNECTION
 from profile_service.unfinished import MAX_UNFINISHED, REASON, UNFINISHED_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import server_env, user
+from tests.e2e.conftest import server_env, user, wait_for
 from tests.e2e.probes import free_port, scrape
 from tests.e2e.raw_h2 import call, frame
-from tests.e2e.serve_process import peak_rss_mb, serving_command
+from tests.e2e.serve_process import peak_rss_mb, rss_mb, serving_command
 
 GET = "/profile.v1.ProfileService/Get"
 UPSERT = "/profile.v1.ProfileService/Upsert"
@@ -127,6 +128,7 @@ def test_unfinished_requests_hold_bounded_memory_and_starve_no_one(served: Serve
     # 8 connections of 1,000 calls, each announcing a 90,000-byte request and sending 89,000
     # bytes of it: before the bound, about 100 KB held per call for as long as the connection
     # lived, 842 MB in all.
+    idle = rss_mb(served.process.pid)
     with Callers(served.port) as callers:
         attack = _attack("unfinished", served.port, 8, 1000)
         assert attack.stdout is not None
@@ -139,6 +141,8 @@ def test_unfinished_requests_hold_bounded_memory_and_starve_no_one(served: Serve
     assert callers.share_ok() >= 0.99, callers.outcomes
     dropped = ("profile_unfinished_requests_dropped_total", (("why", "evicted"),))
     assert scrape(served.metrics_port)[dropped] >= 8 * MAX_STREAMS_PER_CONNECTION - MAX_UNFINISHED
+    # And the memory goes back: glibc keeps what was freed unless asked (memory.py).
+    assert wait_for(lambda: rss_mb(served.process.pid) < idle + 25, timeout=TRIM_SECONDS + 10)
 
 
 def test_a_request_that_never_finishes_is_dropped_after_its_time(running_server: object) -> None:

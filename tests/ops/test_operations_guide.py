@@ -61,7 +61,7 @@ def test_every_profile_service_command_in_the_guide_parses() -> None:
 
 
 def test_the_guide_states_the_transport_limits_the_code_enforces() -> None:
-    from profile_service import server, unfinished, validation
+    from profile_service import memory, server, unfinished, validation
 
     section = _guide().split("## 12. Transport limits", 1)[1]
     stated = {
@@ -71,6 +71,7 @@ def test_the_guide_states_the_transport_limits_the_code_enforces() -> None:
         f"{unfinished.UNFINISHED_SECONDS:g} s (`unfinished.UNFINISHED_SECONDS`)",
         f"{unfinished.MAX_UNFINISHED} (`unfinished.MAX_UNFINISHED`)",
         f"`{unfinished.REASON}`",
+        f"within {memory.TRIM_SECONDS:g} s",
     }
     missing = sorted(fact for fact in stated if fact not in section)
     assert not missing, f"docs/operations.md, section 12, does not state {missing}"
