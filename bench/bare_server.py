@@ -3,23 +3,30 @@
 No interceptors, no token check, no database: what gRPC in Python costs on its own, i.e. the
 ceiling the real service is compared with. It uses the generated servicer, so each call still
 parses its request and serializes the (fully populated, 15-field) answer, as any service must.
-`--kind sync` is `grpc.server` with a thread pool, `--kind aio` is `grpc.aio`. The caller pins
-the process to a CPU (taskset).
+`--kind sync` is `grpc.server` with a thread pool, `--kind aio` is `grpc.aio`, on uvloop with
+`--uvloop`. `--kind aio-io` is `grpc.aio` whose every call first awaits one round trip to
+PostgreSQL (`SELECT 1`, prepared, through the service's own libpq path: db.run on its pool):
+the ceiling of "asyncio gRPC plus one I/O wait", which tells what of the service's cost is the
+architecture's and what is ours. The caller pins the process to a CPU (taskset).
 
     python -m bench.bare_server --kind sync --port 50100 [--threads 16]
+    python -m bench.bare_server --kind aio-io --port 50100 --database-url URL [--uvloop]
 """
 
 import argparse
 import asyncio
 import signal
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
 
 from bench.payloads import constant_profile
+from profile_service import db, deadlines
 from profile_service.lifecycle import schedule_as_batch
+from profile_service.server import new_event_loop
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 
@@ -52,13 +59,18 @@ class _SyncServicer(pb_grpc.ProfileServiceServicer):
 
 
 class _AioServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, answer: pb.Profile) -> None:
+    def __init__(self, answer: pb.Profile, io: Callable[[], Awaitable[None]] | None = None) -> None:
         self._answer = answer
+        self._io = io
 
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.Profile:
+        if self._io is not None:
+            await self._io()
         return self._answer
 
     async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.Profile:
+        if self._io is not None:
+            await self._io()
         return self._answer
 
     async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Any) -> pb.Profile:
@@ -89,9 +101,30 @@ def _serve_sync(port: int, threads: int, answer: pb.Profile) -> None:
     server.stop(0).wait()
 
 
-async def _serve_aio(port: int, answer: pb.Profile) -> None:
+_ONE = db.Statement("bench_one", "SELECT 1")
+
+
+async def _serve_aio(port: int, answer: pb.Profile, database_url: str | None) -> None:
+    pool = None
+    io = None
+    if database_url is not None:
+        pool = db.create_pool(
+            database_url, size=16, prepare=True, statements=[_ONE], timeout_ms=5000
+        )
+        await pool.open(wait=True)
+        query = db.Query(_ONE, (), lambda value: value)
+
+        async def select_one() -> None:  # as store.ProfileStore runs a query
+            budget = deadlines.budget(None, 5.0)
+            conn = await pool.getconn(timeout=budget.seconds_left())
+            try:
+                await db.run(conn, query, budget)
+            finally:
+                await pool.putconn(conn)
+
+        io = select_one
     server = grpc.aio.server()
-    pb_grpc.add_ProfileServiceServicer_to_server(_AioServicer(answer), server)
+    pb_grpc.add_ProfileServiceServicer_to_server(_AioServicer(answer, io), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,12 +134,16 @@ async def _serve_aio(port: int, answer: pb.Profile) -> None:
     print("ready", flush=True)
     await stop.wait()
     await server.stop(0)
+    if pool is not None:
+        await pool.close()
 
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kind", choices=["sync", "aio"], required=True)
+    parser.add_argument("--kind", choices=["sync", "aio", "aio-io"], required=True)
+    parser.add_argument("--uvloop", action="store_true", help="aio: run on uvloop")
+    parser.add_argument("--database-url", help="aio-io: the service login's URL")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16, help="sync: thread pool size")
     parser.add_argument(
@@ -119,8 +156,13 @@ def main() -> None:
     answer = constant_profile()
     if args.kind == "sync":
         _serve_sync(args.port, args.threads, answer)
-    else:
-        asyncio.run(_serve_aio(args.port, answer))
+        return
+    if args.kind == "aio-io" and not args.database_url:
+        parser.error("--kind aio-io needs --database-url")
+    database_url = args.database_url if args.kind == "aio-io" else None
+    loop = new_event_loop("uvloop" if args.uvloop else "asyncio")
+    loop.run_until_complete(_serve_aio(args.port, answer, database_url))
+    loop.close()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from pathlib import Path
 from bench import payloads
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# The bare servers (bench/bare_server.py, bench/targets.py).
+TARGETS = ("bare-sync", "bare-aio", "bare-aio-uvloop", "bare-aio-io")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,8 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rpc", default="get,upsert", help="RPCs to load: get,upsert")
     parser.add_argument(
         "--targets",
-        default="bare-sync,bare-aio,real",
-        help="servers: bare-sync, bare-aio, real (default: all)",
+        default=",".join((*TARGETS, "real")),
+        help="servers: bare-sync, bare-aio (asyncio's loop), bare-aio-uvloop, bare-aio-io (one "
+        "PostgreSQL round trip a call, on the service's loop), real (default: all)",
     )
     parser.add_argument(
         "--workers",
@@ -124,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
     bad = [r for r in args.rpc if r not in payloads.METHODS]
-    bad += [t for t in args.targets if t not in ("bare-sync", "bare-aio", "real")]
+    bad += [t for t in args.targets if t not in (*TARGETS, "real")]
     if bad or not args.concurrency or min(args.concurrency) < 1:
         parser.error(f"bad --rpc, --targets or --concurrency: {bad or args.concurrency}")
     return args

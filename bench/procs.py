@@ -209,13 +209,50 @@ def pin(pids: list[int], cpus: str, expect: str) -> int:
     return pinned
 
 
+# Per thread of a process tree: (name, CPU seconds, voluntary and involuntary switches).
+ThreadStats = dict[int, tuple[str, float, int, int]]
+
+
+def thread_stats(pid: int) -> ThreadStats:
+    """Every thread of `pid` and its descendants, by thread id. A thread's name is its `comm`:
+    gRPC names its own (event_engine, grpc_global_tim…), Python's are all the process's name,
+    so "main" marks a process's first thread."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: ThreadStats = {}
+    for process in (pid, *_descendants(pid)):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{process}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    stat = (task / "stat").read_text()
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    switches = {
+                        key: int(value)
+                        for key, _, value in (
+                            line.partition(":\t")
+                            for line in (task / "status").read_text().splitlines()
+                        )
+                        if key.endswith("ctxt_switches")
+                    }
+                    name = (task / "comm").read_text().strip()
+                    if int(task.name) == process:
+                        name += " (main)"
+                    found[int(task.name)] = (
+                        name,
+                        (int(fields[11]) + int(fields[12])) / ticks,
+                        switches.get("voluntary_ctxt_switches", 0),
+                        switches.get("nonvoluntary_ctxt_switches", 0),
+                    )
+    return found
+
+
 class Meter:
-    """Server CPU (its process tree, in cores), each CPU's busy share and the steal share
-    between start and stop."""
+    """Server CPU (its process tree, in cores, and per thread), its context switches, each
+    CPU's busy share and the steal share between start and stop."""
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
         self._cpu = 0.0
+        self._threads: ThreadStats = {}
         self._busy: dict[str, tuple[int, int]] = {}
         self._steal = (0, 0)
         self._began = 0.0
@@ -223,6 +260,7 @@ class Meter:
     def start(self) -> None:
         """Take the first reading."""
         self._cpu = tree_cpu_seconds(self._pid)
+        self._threads = thread_stats(self._pid)
         self._busy = cpu_busy()
         self._steal = cpu_steal()
         self._began = time.monotonic()
@@ -232,8 +270,20 @@ class Meter:
         elapsed = time.monotonic() - self._began
         cpu = tree_cpu_seconds(self._pid) - self._cpu
         steal, total = cpu_steal()
+        threads: list[dict[str, Any]] = []
+        voluntary = involuntary = 0
+        for tid, (name, seconds, vol, invol) in thread_stats(self._pid).items():
+            _, seconds0, vol0, invol0 = self._threads.get(tid, (name, 0.0, 0, 0))
+            voluntary += vol - vol0
+            involuntary += invol - invol0
+            if seconds > seconds0:
+                threads.append({"thread": name, "cpu_seconds": round(seconds - seconds0, 3)})
+        threads.sort(key=lambda t: -float(t["cpu_seconds"]))
         return {
             "server_cpu": cpu / elapsed if elapsed > 0 else 0.0,
+            "elapsed": elapsed,
+            "threads": threads,
+            "switches": {"voluntary": voluntary, "involuntary": involuntary},
             "cpu_busy": busy_share(self._busy, cpu_busy()),
             "steal": (steal - self._steal[0]) / max(1, total - self._steal[1]),
         }

@@ -245,6 +245,21 @@ def table(cells: list[dict[str, Any]]) -> str:
     return "\n".join([line(rows[0]), rule, *(line(r) for r in rows[1:])])
 
 
+def anatomy_line(cell: dict[str, Any]) -> str | None:
+    """Where a call's server CPU went, per call of the cell's best run: each busy thread's
+    microseconds (bench/README.md, "Where a Get's time goes"), and context switches."""
+    calls = float(cell["rps"]) * float(cell.get("elapsed", 0.0))
+    if calls <= 0 or "threads" not in cell:
+        return None
+    busy = [t for t in cell["threads"] if 1e6 * t["cpu_seconds"] / calls >= 1]
+    threads = ", ".join(f"{t['thread']} {1e6 * t['cpu_seconds'] / calls:.0f}" for t in busy)
+    switches = cell["switches"]
+    return (
+        f"  per call: {threads} us; context switches {switches['voluntary'] / calls:.2f} "
+        f"voluntary, {switches['involuntary'] / calls:.2f} involuntary"
+    )
+
+
 def progress_line(cell: dict[str, Any]) -> str:
     """One cell, as it finishes."""
     busy = cell.get("cpu_busy", {})

@@ -463,6 +463,8 @@ class Bench:
                 cell["paired_ceiling_errors"] = sum(int(r["errors"]) for r in paired)
             self.cells.append(cell)
             say("  " + report.progress_line(cell))
+            if (anatomy := report.anatomy_line(cell)) is not None:
+                say("  " + anatomy)
 
     def _pin_database_sessions(self, target: Target) -> None:
         """Put the real server's PostgreSQL sessions on --db-cpus, so that a one-worker server

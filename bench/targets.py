@@ -42,25 +42,25 @@ def plan(args: argparse.Namespace, server_env: dict[str, str], otlp_port: int = 
     followed by its traced twin, exporting to 127.0.0.1:`otlp_port`, with --tracing)."""
     python = sys.executable
     planned = []
-    for kind in ("sync", "aio"):
-        if f"bare-{kind}" in args.targets:
-            planned.append(
-                Target(
-                    name=f"bare-{kind}",
-                    kind="bare",
-                    command=[
-                        python,
-                        "-m",
-                        "bench.bare_server",
-                        "--kind",
-                        kind,
-                        *bare_flags(args),
-                    ],
-                    cpus=args.server_cpus,
-                )
-            )
-            if kind == "sync":
-                planned[-1].command += ["--threads", str(args.bare_threads)]
+    # The bare servers: gRPC's ceiling (sync, aio on asyncio's loop and on uvloop), and aio with
+    # one PostgreSQL round trip a call on the service's loop (bench/bare_server.py).
+    service_loop = server_env.get("EVENT_LOOP", "uvloop")
+    bare = {
+        "bare-sync": ["--kind", "sync", "--threads", str(args.bare_threads)],
+        "bare-aio": ["--kind", "aio"],
+        "bare-aio-uvloop": ["--kind", "aio", "--uvloop"],
+        "bare-aio-io": [
+            "--kind",
+            "aio-io",
+            "--database-url",
+            server_env["DATABASE_URL"],
+            *(["--uvloop"] if service_loop == "uvloop" else []),
+        ],
+    }
+    for name, flags in bare.items():
+        if name in args.targets:
+            command = [python, "-m", "bench.bare_server", *flags, *bare_flags(args)]
+            planned.append(Target(name=name, kind="bare", command=command, cpus=args.server_cpus))
     if "real" not in args.targets:
         return planned
     serve = [python, "-m", "profile_service", "serve"]

@@ -19,6 +19,20 @@ ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 DEFAULT_TLS_HEALTH_PORT = 50052
 
 
+def _event_loop(reader: "_Reader") -> str:
+    choice = reader.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio"))
+    if choice == "uvloop":
+        try:
+            import uvloop  # noqa: F401 - in the server extra
+        except ImportError:
+            reader.fault(
+                "EVENT_LOOP",
+                "is uvloop (the default), which is not installed: install "
+                "'profile-service[server]', or set EVENT_LOOP=asyncio",
+            )
+    return choice
+
+
 class ConfigError(Exception):
     """One or more settings are missing or invalid; the message lists each of them."""
 
@@ -51,6 +65,8 @@ class Settings:
     access_log_all: bool
     health_check_interval_seconds: float
     log_level: str
+    # The event loop the server runs on: "uvloop" (the default) or "asyncio".
+    event_loop: str = "uvloop"
     # Where spans go: "otlp" and/or "console"; empty when tracing is off (the default).
     tracing_exporters: tuple[str, ...] = ()
 
@@ -135,6 +151,7 @@ class Settings:
             health_check_interval_seconds=reader.number(
                 "HEALTH_CHECK_INTERVAL_SECONDS", 1.0, 0.1, 60
             ),
+            event_loop=_event_loop(reader),
             tracing_exporters=_tracing_exporters(reader),
         )
         reader.raise_if_faulty()

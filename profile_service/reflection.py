@@ -14,6 +14,8 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from profile_service.unary_interceptor import Registry
+
 DESCRIPTOR_SET = "profile_service.binpb"
 
 
@@ -44,7 +46,7 @@ class _CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
             yield response
 
 
-def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+def enable(server: Registry, service_names: Iterable[str]) -> None:
     """Serve reflection for `service_names` (and for reflection itself) on `server`."""
     names = (*service_names, reflection.SERVICE_NAME)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

@@ -45,7 +45,7 @@ from profile_service.service import ProfileService
 from profile_service.servicer import ProfileServicer
 from profile_service.store import ProfileStore
 from profile_service.unary_interceptor import UnaryInterceptor, register
-from profile_service.unfinished import UnfinishedRequests
+from profile_service.unfinished import Bounded, UnfinishedRequests
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.validation import MAX_REQUEST_BYTES
 
@@ -151,7 +151,7 @@ def start(
         from profile_service import tracing as tracing_setup  # imports OpenTelemetry
 
         tracing = tracing_setup.start(settings.tracing_exporters, span_processors)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(settings.event_loop)
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
@@ -199,9 +199,9 @@ async def _start(
     unfinished = UnfinishedRequests()
     jwks = JwksKeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
     others = core_calls.server_ids()
-    server = grpc.aio.server(
-        options=_server_options(settings, reuse_port), interceptors=(unfinished,)
-    )
+    server = grpc.aio.server(options=_server_options(settings, reuse_port))
+    # Every handler registered through it reads its request within unfinished's bounds.
+    bounded = Bounded(server, unfinished)
     # The request path: access log (request id, timing, metrics) → the call's span, when
     # tracing is on (absent otherwise: no cost) → a body that is not protobuf → refused while
     # draining → unexpected errors as INTERNAL → auth → servicer.
@@ -217,15 +217,15 @@ async def _start(
         AuthInterceptor(TokenVerifier(settings, jwks=jwks)),
     ]
     register(
-        server,
+        bounded,
         ProfileServicer(service, purge_min_retention_days=settings.purge_min_retention_days),
         pb.DESCRIPTOR.services_by_name["ProfileService"],
         interceptors,
         parse_or_mark,
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, bounded)
     reflection.enable(
-        server,
+        bounded,
         (
             pb.DESCRIPTOR.services_by_name["ProfileService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -239,10 +239,10 @@ async def _start(
         else:
             port = server.add_secure_port(address, tls.server_credentials(settings.tls))
         if settings.grpc_health_port is not None:
-            health_server = grpc.aio.server(
-                options=_server_options(settings, reuse_port), interceptors=(unfinished,)
+            health_server = grpc.aio.server(options=_server_options(settings, reuse_port))
+            health_pb2_grpc.add_HealthServicer_to_server(
+                health_servicer, Bounded(health_server, unfinished)
             )
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
             health_port = health_server.add_insecure_port(f"{host}:{settings.grpc_health_port}")
         await monitor.start()
         if jwks is not None:
@@ -274,6 +274,15 @@ async def _start(
         core_calls=counts,
         trimmer=trimmer,
     )
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of `kind` (config.Settings.event_loop): uvloop's, or asyncio's own."""
+    if kind == "uvloop":
+        import uvloop  # the server extra has it; config.py checked it imports
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -8,7 +8,7 @@ for the API's methods, with grpc's registered-method fast path.
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -17,6 +17,16 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Deserializers = Callable[[type[Any]], Callable[[bytes], Any]]
+
+
+class Registry(Protocol):
+    """Where handlers are registered: a grpc.aio.Server, or unfinished.Bounded around one."""
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None: ...
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, "grpc.RpcMethodHandler[Any, Any]"]
+    ) -> None: ...
 
 
 class UnaryInterceptor:
@@ -52,7 +62,7 @@ async def run_reporting_status(
 
 
 def register(
-    server: grpc.aio.Server,
+    server: Registry,
     servicer: object,
     service: ServiceDescriptor,
     interceptors: Sequence[UnaryInterceptor],
