@@ -167,3 +167,11 @@ def test_a_request_sent_slowly_within_its_time_is_served(running_server: object)
     answer = call(port, UPSERT, body, [(b"authorization", token)], pause=1.0)
     assert answer.status == grpc.StatusCode.OK.value[0], answer.message
     assert pb.Profile.FromString(answer.data[5:]).age == 41
+
+
+def test_health_watch_streams_through_the_bound(channel: grpc.Channel) -> None:
+    # Watch is unary-request, streaming-response: the bound reads its request, then its
+    # answers stream as before.
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=2)
+    assert next(iter(watch)).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()

@@ -85,3 +85,27 @@ def test_a_token_client_row_is_also_compared_with_the_same_client_on_the_bare_se
     result = report.summary(cells, {"real-1w": {"workers": 1}})
     # 2,500/s is within 70 % of the 3,000/s py-aio drives, but py-aio did not drive this row.
     assert [line for line in result["lines"] if line.startswith("warning")] == []
+
+
+def test_the_anatomy_line_gives_each_busy_thread_s_microseconds_per_call() -> None:
+    cell = _cell(
+        "real-1w",
+        "real",
+        2000.0,
+        elapsed=2.0,  # 4,000 calls
+        threads=[
+            {"thread": "python", "cpu_seconds": 1.4},
+            {"thread": "event_engine", "cpu_seconds": 0.06},
+            {"thread": "grpc_global_tim", "cpu_seconds": 0.001},  # under 1 us a call: left out
+        ],
+        switches={"voluntary": 18000, "involuntary": 400},
+    )
+    line = report.anatomy_line(cell)
+    assert line is not None
+    assert "python 350, event_engine 15 us" in line
+    assert "grpc_global_tim" not in line
+    assert "4.50 voluntary, 0.10 involuntary" in line
+
+
+def test_no_anatomy_without_calls() -> None:
+    assert report.anatomy_line(_cell("real-1w", "real", 0.0, elapsed=2.0, threads=[])) is None
