@@ -37,11 +37,13 @@ _STATUS_LINE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+)
 
 @dataclass(frozen=True)
 class Stream:
-    """One h2load process's share: its token, the framed size of each OK answer, connections."""
+    """One h2load process's share: its token, the framed size of each OK answer, connections,
+    and calls in flight on each connection."""
 
     token: str
     answer_bytes: int
     connections: int
+    streams: int = 1
 
 
 def find() -> str | None:
@@ -87,7 +89,7 @@ class H2Load:
     ) -> list[str]:
         command = [
             "taskset", "-c", self._cpus, self._exe,
-            "-c", str(stream.connections), "-m", "1", "-t", "1",
+            "-c", str(stream.connections), "-m", str(stream.streams), "-t", "1",
             "-D", f"{millis}ms",
             "-d", str(self._bodies[rpc]),
             "-H", "content-type: application/grpc",

@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Python client; auto: h2load if it can be had",
     )
     parser.add_argument("--h2load-procs", type=int, default=8, help="h2load processes per cell")
+    parser.add_argument(
+        "--h2load-connections",
+        type=int,
+        default=0,
+        help="HTTP/2 connections per h2load cell, the calls in flight spread over them as "
+        "streams (1: every call on one connection); default: one stream per connection",
+    )
     parser.add_argument("--bare-threads", type=int, default=16, help="bare sync server's threads")
     parser.add_argument("--server-cpus", default="0", help="CPUs of a one-worker server")
     parser.add_argument("--loadgen-cpus", default="1", help="CPUs of the load generator")

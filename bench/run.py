@@ -534,16 +534,21 @@ class Bench:
         self, target: Target, rpc: str, concurrency: int, meter: procs.Meter
     ) -> dict[str, Any]:
         assert self.h2load is not None
-        shares = h2load.split(concurrency, self.args.h2load_procs)
+        connections = self.args.h2load_connections
+        if connections:  # the calls in flight as streams over that many connections
+            shares = h2load.split(connections, self.args.h2load_procs)
+            per_connection = max(1, concurrency // connections)
+        else:
+            shares, per_connection = h2load.split(concurrency, self.args.h2load_procs), 1
         streams = []
         if rpc in payloads.IDS_PER_CALL:  # service_role's reads across users
             service = tokens.mint(JWT_SECRET, role="service_role", ttl_seconds=3600)
             call_tokens = [service] * len(shares)
         else:
             call_tokens = self._next_get_tokens(len(shares))
-        for token, connections in zip(call_tokens, shares, strict=True):
+        for token, share in zip(call_tokens, shares, strict=True):
             size = self._answer_bytes(target, rpc, token)
-            streams.append(h2load.Stream(token, size, connections))
+            streams.append(h2load.Stream(token, size, share, per_connection))
         return self.h2load.cell(
             target.port, rpc, streams, self.args.warmup, self.args.duration, meter
         )
