@@ -7,6 +7,7 @@ Never the token, the `sub`, or any profile field (GDPR). The request id comes fr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -22,6 +23,10 @@ _LOGGER = logging.getLogger("profile_service.access")
 # Also read by tracing.py, from the trailing metadata set here.
 REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID = 128
+# Generated ids: a random prefix per process and a counter, 32 hex digits in all. Unique like
+# a random id (the prefix tells processes apart), without a system call on every call.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
 
 
 class AccessLogInterceptor(UnaryInterceptor):
@@ -53,7 +58,7 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
             and value.isprintable()
         ):
             return value
-    return os.urandom(16).hex()  # as unique as a UUID4, at a third of the cost
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _observed(method: str, behavior: Behavior, log_ok: bool) -> Behavior:

@@ -3,8 +3,7 @@ role, a database error's SQLSTATE), apart from the access log that writes the li
 the servicer note, access_log.py collects."""
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 _NOTES: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("call_notes")
 
@@ -16,12 +15,23 @@ def note(key: str, value: str) -> None:
         notes[key] = value
 
 
-@contextmanager
-def collecting() -> Iterator[dict[str, str]]:
-    """The notes made while the block runs (one call's handling)."""
-    notes: dict[str, str] = {}
-    token = _NOTES.set(notes)
-    try:
-        yield notes
-    finally:
-        _NOTES.reset(token)
+class collecting:  # used as a function: `with collecting() as notes`
+    """The notes made while the block runs (one call's handling).
+
+    A class rather than @contextmanager: this runs on every call, and a generator-based
+    context manager costs several times more."""
+
+    __slots__ = ("_notes", "_token")
+
+    def __enter__(self) -> dict[str, str]:
+        self._notes: dict[str, str] = {}
+        self._token = _NOTES.set(self._notes)
+        return self._notes
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _NOTES.reset(self._token)

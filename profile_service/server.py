@@ -76,6 +76,7 @@ class _Serving:
     pool: AsyncConnectionPool
     health: DatabaseHealthMonitor
     admission: Admission
+    unfinished: UnfinishedRequests
     jwks: JwksKeySet | None
     core_calls: core_calls.CoreCalls
     trimmer: HeapTrimmer
@@ -90,6 +91,7 @@ class _Serving:
         # API port, rather than a refused connection.
         if self.health_server is not None:
             await self.health_server.stop(0)
+        await self.unfinished.close()
         await self.core_calls.stop()
         await self.trimmer.stop()
         if self.jwks is not None:
@@ -270,6 +272,7 @@ async def _start(
         pool=pool,
         health=monitor,
         admission=admission,
+        unfinished=unfinished,
         jwks=jwks,
         core_calls=counts,
         trimmer=trimmer,

@@ -20,8 +20,9 @@ coroutines more to find the same handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -37,25 +38,22 @@ MAX_UNFINISHED = 500
 # previous message, for a stream).
 UNFINISHED_SECONDS = 10.0
 REASON = "REQUEST_NOT_RECEIVED"
+# How often late calls are looked for: a call is dropped between UNFINISHED_SECONDS and this
+# much later.
+SWEEP_SECONDS = 0.5
 
 # The stubs type handlers as the sync server's; under grpc.aio they are coroutines.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class _Waiter:
-    """One call waiting for a message: woken by its arrival, an eviction or its time."""
+    """One call waiting for a message, since `since` (the loop's clock)."""
 
-    __slots__ = ("timer", "why", "woken")
+    __slots__ = ("context", "since")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.woken: asyncio.Future[None] = loop.create_future()
-        self.why = ""
-        self.timer: asyncio.TimerHandle | None = None
-
-    def wake(self, why: str = "") -> None:
-        if not self.woken.done():
-            self.why = why
-            self.woken.set_result(None)
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], since: float) -> None:
+        self.context = context
+        self.since = since
 
 
 class UnfinishedRequests:
@@ -67,6 +65,8 @@ class UnfinishedRequests:
         # Insertion order is arrival order: the first key is the oldest waiter.
         self._waiting: dict[_Waiter, None] = {}
         self._wrapped: dict[Handler, Handler] = {}
+        self._aborting: set[asyncio.Task[None]] = set()  # kept referenced until done
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -84,30 +84,52 @@ class UnfinishedRequests:
         """The next request message (grpc.aio.EOF at the end of a stream), or the call ends
         RESOURCE_EXHAUSTED if it is evicted or takes too long."""
         loop = asyncio.get_running_loop()
-        read = loop.create_task(context.read())
-        waiter = _Waiter(loop)
-        read.add_done_callback(_arrived(waiter))
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+        waiter = _Waiter(context, loop.time())
         self._waiting[waiter] = None
         if len(self._waiting) > self._limit:
-            oldest = next(iter(self._waiting))
-            oldest.wake("evicted")
-        waiter.timer = loop.call_later(self._seconds, waiter.wake, "late")
+            self._drop(next(iter(self._waiting)), "evicted")
         try:
-            await waiter.woken
+            # A dropped call is aborted from outside (_drop): gRPC then ends this read, and
+            # read() raises the abort, which gRPC takes as the call's end. The read itself is
+            # never cancelled: gRPC would still write the message into buffers it was given.
+            return await context.read()
         finally:
-            waiter.timer.cancel()
             self._waiting.pop(waiter, None)
-        if not waiter.why:
-            return read.result()
-        # The pending read ends by itself with the call; it is not cancelled, which would race
-        # gRPC's own completion of it.
-        metrics.UNFINISHED_DROPPED.labels(waiter.why).inc()
-        message = (
-            f"the request did not arrive within {self._seconds:g} s"
-            if waiter.why == "late"
-            else "too many calls are waiting for their request; this one waited longest"
-        )
-        await errors.abort(context, ResourceExhausted(message, REASON))
+
+    async def close(self) -> None:
+        """Stop looking for late calls (the server is stopping)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep(self) -> None:
+        """Drop the calls waiting longer than allowed, every SWEEP_SECONDS: one task for all,
+        rather than a timer per call. The oldest waiters come first in the dict."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            too_old = loop.time() - self._seconds
+            while self._waiting:
+                oldest = next(iter(self._waiting))
+                if oldest.since > too_old:
+                    break
+                self._drop(oldest, "late")
+
+    def _drop(self, waiter: _Waiter, why: str) -> None:
+        """End `waiter`'s call RESOURCE_EXHAUSTED: `why` is "late" or "evicted"."""
+        if self._waiting.pop(waiter, 0) is None:  # still waiting: it was in the dict
+            metrics.UNFINISHED_DROPPED.labels(why).inc()
+            message = (
+                f"the request did not arrive within {self._seconds:g} s"
+                if why == "late"
+                else "too many calls are waiting for their request; this one waited longest"
+            )
+            task = asyncio.get_running_loop().create_task(_abort(waiter.context, message))
+            self._aborting.add(task)
+            task.add_done_callback(self._aborting.discard)
 
     def _wrap(self, handler: Handler) -> Handler:
         receive = self.receive
@@ -151,13 +173,9 @@ class UnfinishedRequests:
         return grpc.stream_stream_rpc_method_handler(stream_in_stream_out, **options)
 
 
-def _arrived(waiter: _Waiter) -> Callable[[asyncio.Task[Any]], None]:
-    def done(read: asyncio.Task[Any]) -> None:
-        if not read.cancelled():
-            read.exception()  # retrieved here: an evicted call's read may end in an error
-        waiter.wake()
-
-    return done
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], message: str) -> None:
+    with contextlib.suppress(Exception):  # abort raises once the status is sent
+        await errors.abort(context, ResourceExhausted(message, REASON))
 
 
 async def _responses(result: Any) -> AsyncIterator[Any]:
