@@ -100,7 +100,7 @@ def _record_row(sub: str) -> bytes:
                 " experience_level, limitations, primary_goal, available_equipment,"
                 " session_length, generation_params) VALUES (%s, 34, 'female', 170, 62,"
                 " 'intermediate', 'none', 'strength', ARRAY['barbell','dumbbells'], '45m',"
-                " '{\"split\": \"upper-lower\", \"days_per_week\": 4}')",
+                ' \'{"split": "upper-lower", "days_per_week": 4}\')',
                 (sub,),
             )
 
