@@ -4,10 +4,12 @@ No interceptors, no token check, no database: what gRPC in Python costs on its o
 ceiling the real service is compared with. It uses the generated servicer, so each call still
 parses its request and serializes the (fully populated, 15-field) answer, as any service must.
 `--kind sync` is `grpc.server` with a thread pool, `--kind aio` is `grpc.aio`, on uvloop with
-`--uvloop`. `--kind aio-io` is `grpc.aio` whose every call first awaits one round trip to
-PostgreSQL (`SELECT 1`, prepared, through the service's own libpq path: db.run on its pool):
-the ceiling of "asyncio gRPC plus one I/O wait", which tells what of the service's cost is the
-architecture's and what is ours. The caller pins the process to a CPU (taskset).
+`--uvloop`. `--kind aio-yield` suspends every call once (one loop iteration, no I/O): what
+a suspension alone costs. `--kind aio-io` is `grpc.aio` whose every call first awaits one
+round trip to PostgreSQL (`SELECT 1`, prepared, through the service's own libpq path: db.run
+on its pool): the ceiling of "asyncio gRPC plus one I/O wait", which tells what of the
+service's cost is the architecture's and what is ours. The caller pins the process to a CPU
+(taskset).
 
     python -m bench.bare_server --kind sync --port 50100 [--threads 16]
     python -m bench.bare_server --kind aio-io --port 50100 --database-url URL [--uvloop]
@@ -104,10 +106,16 @@ def _serve_sync(port: int, threads: int, answer: pb.Profile) -> None:
 _ONE = db.Statement("bench_one", "SELECT 1")
 
 
-async def _serve_aio(port: int, answer: pb.Profile, database_url: str | None) -> None:
+async def _yield_once() -> None:
+    """A suspension and nothing else: the handler's task waits one loop iteration."""
+    await asyncio.sleep(0)
+
+
+async def _serve_aio(port: int, answer: pb.Profile, kind: str, database_url: str | None) -> None:
     pool = None
-    io = None
-    if database_url is not None:
+    io: Callable[[], Awaitable[None]] | None = _yield_once if kind == "aio-yield" else None
+    if kind == "aio-io":
+        assert database_url is not None
         pool = db.create_pool(
             database_url, size=16, prepare=True, statements=[_ONE], timeout_ms=5000
         )
@@ -141,7 +149,7 @@ async def _serve_aio(port: int, answer: pb.Profile, database_url: str | None) ->
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kind", choices=["sync", "aio", "aio-io"], required=True)
+    parser.add_argument("--kind", choices=["sync", "aio", "aio-yield", "aio-io"], required=True)
     parser.add_argument("--uvloop", action="store_true", help="aio: run on uvloop")
     parser.add_argument("--database-url", help="aio-io: the service login's URL")
     parser.add_argument("--port", type=int, required=True)
@@ -159,9 +167,8 @@ def main() -> None:
         return
     if args.kind == "aio-io" and not args.database_url:
         parser.error("--kind aio-io needs --database-url")
-    database_url = args.database_url if args.kind == "aio-io" else None
     loop = new_event_loop("uvloop" if args.uvloop else "asyncio")
-    loop.run_until_complete(_serve_aio(args.port, answer, database_url))
+    loop.run_until_complete(_serve_aio(args.port, answer, args.kind, args.database_url))
     loop.close()
 
 

@@ -49,6 +49,7 @@ def plan(args: argparse.Namespace, server_env: dict[str, str], otlp_port: int = 
         "bare-sync": ["--kind", "sync", "--threads", str(args.bare_threads)],
         "bare-aio": ["--kind", "aio"],
         "bare-aio-uvloop": ["--kind", "aio", "--uvloop"],
+        "bare-aio-yield": ["--kind", "aio-yield", "--uvloop"],
         "bare-aio-io": [
             "--kind",
             "aio-io",
