@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service import auth, jwks, tokens
+from profile_service import auth, jwks, server, tokens
 from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
@@ -269,7 +269,10 @@ def test_a_flood_of_unknown_kids_fetches_the_keys_at_most_twice(
     stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
 ) -> None:
     time.sleep(REFETCH_SECONDS)  # a fetch is allowed again: the flood may cause one
-    tokens = [ES.token(kid=f"random-{uuid.uuid4()}") for _ in range(200)]
+    # As many calls at once as one connection may carry: beyond that, a burst that ends
+    # together can have gRPC refuse the next streams (docs/operations.md, section 12).
+    flood = server.MAX_STREAMS_PER_CONNECTION
+    tokens = [ES.token(kid=f"random-{uuid.uuid4()}") for _ in range(flood)]
     before = jwks_server.requests
     calls = [stub.Get.future(pb.GetRequest(), metadata=bearer(t), timeout=30) for t in tokens]
     codes = {call.exception().code() for call in calls}  # type: ignore[union-attr]
