@@ -462,7 +462,7 @@ def test_while_fetches_fail_an_unknown_kid_is_answered_at_once(jwks_server: Jwks
             started = time.monotonic()
             with pytest.raises(SigningKeysUnavailable):
                 await keys.key(kid)
-            assert time.monotonic() - started < 0.05
+            assert time.monotonic() - started < 0.2  # the issuer hangs for 2 s
         assert (await keys.key(ES.kid)).algorithm_name == "ES256"  # known keys still serve
         await keys.close()
 
@@ -482,4 +482,4 @@ def test_a_kid_call_waits_for_a_hanging_issuer_at_most_half_its_deadline(
     # Not DEADLINE_EXCEEDED after the whole second: the answer leaves the caller time to retry.
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_reason(error)[0] == "SIGNING_KEYS_UNAVAILABLE"
-    assert 0.8 * auth.KEY_WAIT_SHARE <= took < 0.8
+    assert 0.8 * auth.KEY_WAIT_SHARE <= took < 0.95
