@@ -51,20 +51,25 @@ def _length(text: bytes) -> bytes:
     return bytes(out)
 
 
+def request_headers(
+    port: int, path: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> list[tuple[bytes, bytes]]:
+    """The request headers of a gRPC call to `path` on 127.0.0.1:`port`, with no token (and
+    `extra` headers)."""
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path.encode()),
+        (b":authority", f"127.0.0.1:{port}".encode()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        *extra,
+    ]
+
+
 def header_block(port: int, path: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
-    """The request headers of a gRPC call to `path`, with no token (and `extra` headers)."""
-    return b"".join(
-        _literal(name, value)
-        for name, value in (
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path.encode()),
-            (b":authority", f"127.0.0.1:{port}".encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            *extra,
-        )
-    )
+    """request_headers(), HPACK-encoded once for every stream."""
+    return b"".join(_literal(name, value) for name, value in request_headers(port, path, extra))
 
 
 def _connect(port: int) -> socket.socket:

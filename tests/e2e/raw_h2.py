@@ -14,6 +14,8 @@ import h2.connection
 import h2.events
 from google.rpc import error_details_pb2, status_pb2
 
+from devtools.h2_attacks import request_headers
+
 
 @dataclass
 class Answer:
@@ -83,16 +85,7 @@ def call(
         stream = conn.get_next_available_stream_id()
         conn.send_headers(
             stream,
-            [
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", method.encode()),
-                (b":authority", f"127.0.0.1:{port}".encode()),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-                (b"grpc-accept-encoding", b"identity,gzip"),
-                *headers,
-            ],
+            request_headers(port, method, ((b"grpc-accept-encoding", b"identity,gzip"), *headers)),
         )
         if pause:
             conn.send_data(stream, body[: len(body) // 2])
