@@ -68,11 +68,6 @@ class UnfinishedRequests:
         self._aborting: set[asyncio.Task[None]] = set()  # kept referenced until done
         self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def waiting(self) -> int:
-        """Calls waiting for a request message now."""
-        return len(self._waiting)
-
     def wrap(self, handler: Handler) -> Handler:
         """`handler`, reading its request through this bound (the same wrapper each time)."""
         wrapped = self._wrapped.get(handler)
