@@ -9,11 +9,16 @@ from typing import Any
 import grpc
 
 RPC_NAMES = {"get": "Get", "upsert": "Upsert", "batch100": "Batch100", "batch1000": "Batch1k"}
-# The performance issue's targets, checked in the summary.
-GET_TARGET = 0.60
-UPSERT_TARGET = 0.40
-P99_TARGET_MS = 10.0
-WORKERS_TARGET = 1.6
+# The targets of the "Fast and stall-proof" issue, checked in the summary. The bare `grpc.aio`
+# servers are the ceiling; `bare-aio-io` (one PostgreSQL round trip a call) is the yardstick
+# bench/README.md proposes where that ceiling is out of reach ("Where a Get's time goes").
+BARE_AIO = ("bare-aio", "bare-aio-uvloop")
+BARE_AIO_IO = "bare-aio-io"
+GET_TARGET = 0.80  # Get c=16, of the fastest bare grpc.aio server (and of bare-aio-io)
+HOLD_TARGET = 0.95  # Get c=64 against Get c=16: no loss under more load
+P99_TARGET_MS = 8.0  # Get c=16
+UPSERT_TARGET = 0.45  # Upsert with a fresh token per call, of the paired bare grpc.aio server
+WORKERS_TARGET = 1.5  # two workers against one, Get c=64
 
 
 def machine_facts() -> dict[str, Any]:
@@ -87,6 +92,73 @@ def _find(cells: list[dict[str, Any]], target: str, rpc: str, conc: int) -> dict
     return None
 
 
+def _bare_rps(cells: list[dict[str, Any]], names: tuple[str, ...], rpc: str, conc: int) -> float:
+    """The fastest h2load run of the named bare servers at (rpc, conc), 0 if none ran."""
+    return max(
+        (c["rps"] for c in cells if c["target"] in names and c["rpc"] == rpc
+         and c["concurrency"] == conc and c["loadgen"] == "h2load"),
+        default=0.0,
+    )  # fmt: skip
+
+
+def _met(value: float, goal: float) -> str:
+    return "met" if value >= goal else "NOT met"
+
+
+def _ratio_lines(
+    cells: list[dict[str, Any]], real: str, checked: list[int], figures: dict[str, Any]
+) -> list[str]:
+    """The real server's Get and Upsert against the bare grpc.aio servers and bare-aio-io, and
+    its Get at c=64 against c=16."""
+    lines = []
+    for conc in checked:
+        get = _find(cells, real, "get", conc)
+        if get is None:
+            continue
+        # A paired reference is a bare aio server measured beside each run: the fairer figure
+        # when the machine drifts; the strictest of it and the same run's bare rows counts.
+        paired = get.get("paired_ceiling_rps", 0.0) if "aio" in get.get("ceiling", "") else 0.0
+        for label, names, key in (
+            ("the fastest bare grpc.aio server", BARE_AIO, "vs_bare_aio"),
+            ("bare-aio-io (one round trip a call; the proposed yardstick)", (BARE_AIO_IO,),
+             "vs_bare_aio_io"),
+        ):  # fmt: skip
+            bare = max(_bare_rps(cells, names, "get", conc), paired if key == "vs_bare_aio" else 0)
+            if bare <= 0:
+                continue
+            ratio = get["rps"] / bare
+            figures[f"get_c{conc}_{key}"] = round(ratio, 3)
+            goal = f"(target >= {GET_TARGET:.0%}: {_met(ratio, GET_TARGET)})" if conc == 16 else ""
+            lines.append(
+                f"Get c={conc}: real {get['rps']:,.0f}/s = {ratio:.0%} of {label} at "
+                f"{bare:,.0f}/s {goal}".rstrip()
+            )
+    low, high = _find(cells, real, "get", 16), _find(cells, real, "get", 64)
+    if low is not None and high is not None and low["rps"] > 0:
+        hold = high["rps"] / low["rps"]
+        figures["get_c64_vs_c16"] = round(hold, 3)
+        lines.append(
+            f"Get c=64 against c=16: {hold:.2f}x (target >= {HOLD_TARGET}x: "
+            f"{_met(hold, HOLD_TARGET)})"
+        )
+    for conc in checked:
+        upsert = _find(cells, real, "upsert", conc)
+        if upsert is None:
+            continue
+        paired = upsert.get("paired_ceiling_rps", 0.0)
+        bare = paired if paired > 0 else _bare_rps(cells, BARE_AIO, "upsert", conc)
+        if bare <= 0:
+            continue
+        ratio = upsert["rps"] / bare
+        figures[f"upsert_c{conc}_vs_bare_aio"] = round(ratio, 3)
+        lines.append(
+            f"Upsert c={conc} ({upsert['loadgen']}): real {upsert['rps']:,.0f}/s = {ratio:.0%} "
+            f"of the bare grpc.aio server at {bare:,.0f}/s (target >= {UPSERT_TARGET:.0%}: "
+            f"{_met(ratio, UPSERT_TARGET)})"
+        )
+    return lines
+
+
 def summary(
     cells: list[dict[str, Any]], targets: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -97,18 +169,7 @@ def summary(
     checked = [c for c in concurrencies if c >= 16] or concurrencies
     real1 = "real-1w" if "real-1w" in targets else None
     if real1:
-        for rpc, goal in (("get", GET_TARGET), ("upsert", UPSERT_TARGET)):
-            for conc in checked:
-                cell = _find(cells, real1, rpc, conc)
-                if cell is None or "vs_ceiling" not in cell:
-                    continue
-                ratio = cell["vs_ceiling"]
-                figures[f"{rpc}_c{conc}_vs_ceiling"] = round(ratio, 3)
-                lines.append(
-                    f"{RPC_NAMES[rpc]} c={conc}: real {cell['rps']:,.0f}/s = {ratio:.0%} of the "
-                    f"ceiling {cell['ceiling_rps']:,.0f}/s [{cell['ceiling']}] "
-                    f"(target >= {goal:.0%}: {'met' if ratio >= goal else 'NOT met'})"
-                )
+        lines += _ratio_lines(cells, real1, checked, figures)
         for rpc, ids in (("batch100", 100), ("batch1000", 1000)):
             for conc in checked:
                 batch, single = _find(cells, real1, rpc, conc), _find(cells, real1, "get", conc)
@@ -125,10 +186,8 @@ def summary(
         if cell is not None:
             p99 = cell["p99_ms"]
             figures["get_c16_p99_ms"] = round(p99, 3)
-            lines.append(
-                f"Get c=16 p99: {p99:.2f} ms "
-                f"(target < {P99_TARGET_MS:.0f} ms: {'met' if p99 < P99_TARGET_MS else 'NOT met'})"
-            )
+            met = "met" if p99 <= P99_TARGET_MS else "NOT met"
+            lines.append(f"Get c=16 p99: {p99:.2f} ms (target <= {P99_TARGET_MS:.0f} ms: {met})")
         upsert_client = [
             c for c in cells if c["kind"] == "bare" and c["rpc"] == "upsert"
             if c["loadgen"] != "h2load"
@@ -154,7 +213,7 @@ def summary(
             figures[f"get_c{conc}_{name}_vs_1w"] = round(gain, 3)
             lines.append(
                 f"Get c={conc}: {name} {many['rps']:,.0f}/s = {gain:.2f}x one worker "
-                f"(target >= {WORKERS_TARGET}x when the load generator has its own core; "
+                f"(target >= {WORKERS_TARGET}x, when the load generator has its own core; "
                 "here it shares one with the workers)"
             )
     if real1 and not multi:
