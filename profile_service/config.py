@@ -61,6 +61,7 @@ class Settings:
     db_pool_size: int
     db_prepare: bool
     db_timeout_seconds: float
+    db_silent_seconds: float
     shutdown_grace_seconds: float
     access_log_all: bool
     health_check_interval_seconds: float
@@ -143,6 +144,7 @@ class Settings:
             db_pool_size=reader.integer("DB_POOL_SIZE", 16, 1, 1000),
             db_prepare=reader.boolean("DB_PREPARE", True),
             db_timeout_seconds=reader.number("DB_TIMEOUT_SECONDS", 5.0, 0.1, 600),
+            db_silent_seconds=reader.number("DB_SILENT_SECONDS", 1.0, 0.2, 600),
             shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             access_log_all=reader.choice("ACCESS_LOG", "errors", ("errors", "all")) == "all",
             log_level=reader.choice(

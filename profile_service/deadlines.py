@@ -14,7 +14,8 @@ One place decides, for every call that reaches the database:
   must agree to within that margin (NTP does much better).
 
 A call with no time left for the database is out of time: DEADLINE_EXCEEDED, not UNAVAILABLE,
-since retrying with the same deadline cannot help. Calls without a deadline get the
+since retrying with the same deadline cannot help; so is one whose deadline gave the database
+too little time for its recent round trips (liveness.py). Calls without a deadline get the
 configured DB_TIMEOUT_SECONDS.
 """
 
@@ -39,6 +40,10 @@ class Budget:
     give_up: float
     commit_by: float
     timeout_ms: int
+    # The seconds the database was given, and whether the caller's deadline set them (rather
+    # than DB_TIMEOUT_SECONDS): only then can running out of them be the caller's choice.
+    window: float = 0.0
+    by_caller: bool = False
 
     def seconds_left(self) -> float:
         """Seconds until `give_up` (negative once past)."""
@@ -53,10 +58,11 @@ def budget(time_remaining: float | None, max_seconds: float) -> Budget:
     """The budget of a call with `time_remaining` seconds (None: no deadline); at most
     `max_seconds` of database time. Raise OutOfTime when nothing useful is left."""
     if time_remaining is None:
-        window = max_seconds
+        window, by_caller = max_seconds, False
     else:
         reserve = min(time_remaining * RESERVE_FRACTION, RESERVE_MAX)
         window = min(max_seconds, time_remaining - reserve)
+        by_caller = window < max_seconds
         if window < MIN_WINDOW:
             raise OutOfTime("the call's deadline leaves no time for the database", "NO_TIME_LEFT")
     margin = min(window * COMMIT_MARGIN_FRACTION, COMMIT_MARGIN_MAX)
@@ -66,6 +72,8 @@ def budget(time_remaining: float | None, max_seconds: float) -> Budget:
         # The database drops the work on its own by the time we stop waiting, and the
         # connection stays usable; commit_by is the exact limit.
         timeout_ms=statement_timeout_ms(None if time_remaining is None else window, max_seconds),
+        window=window,
+        by_caller=by_caller,
     )
 
 

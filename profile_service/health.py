@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, metrics
+from profile_service.liveness import DatabaseLiveness
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = "profile.v1.ProfileService"
@@ -25,6 +26,9 @@ LIVENESS_SERVICE = "liveness"
 # NOT_SERVING also while the database is read-only (a standby after a failover): reads still
 # work, so readiness stays up, but operators and callers can see that writes are refused.
 WRITES_SERVICE = "writes"
+# Between probes while the database is silent: soon enough to serve again promptly after a
+# thaw (a probe already waiting sees it at once), not a busy loop when connections are refused.
+_SILENT_PAUSE = 0.05
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -46,7 +50,10 @@ class DatabaseHealthMonitor:
     the API service; regrows the pool once the database is back.
 
     A call that meets a database error calls `recheck()`, so the verdict follows an outage
-    without waiting for the next interval.
+    without waiting for the next interval. Its answers are also heard by `liveness`, which
+    counts on them: the probe runs at least four times per `liveness.silent_after` (lock
+    waiters alone never make a live database look silent), and back to back while the
+    database is silent (serving resumes as soon as it answers).
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class DatabaseHealthMonitor:
         pool: AsyncConnectionPool,
         servicer: HealthServicer,
         interval: float,
+        liveness: DatabaseLiveness,
     ) -> None:
         # Always named apart from the API's connections, whatever the URL names them.
         self._conninfo = make_conninfo(
@@ -62,10 +70,11 @@ class DatabaseHealthMonitor:
         )
         self._pool = pool
         self._servicer = servicer
-        self._interval = interval
+        self._interval = min(interval, liveness.silent_after / 4)
+        self._liveness = liveness
         # A probe waits at most this long; at least a second, so that a busy database is not
         # called down by a short interval.
-        self._timeout = max(1.0, 2 * interval)
+        self._timeout = max(1.0, 2 * interval, 2 * liveness.silent_after)
         self._state: Database | None = None
         self._conn: psycopg.AsyncConnection | None = None
         self._wake = asyncio.Event()
@@ -113,6 +122,7 @@ class DatabaseHealthMonitor:
         return self.answers
 
     async def _probe(self) -> Database:
+        ticket = self._liveness.sent()
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None or self._conn.closed:
@@ -120,13 +130,19 @@ class DatabaseHealthMonitor:
                         self._conninfo, autocommit=True
                     )
             read_only = await db.is_read_only(self._conn, self._timeout)
-            return Database.READ_ONLY if read_only else Database.ANSWERS
         except (TimeoutError, db.NoAnswer):
+            self._liveness.unanswered(ticket)
             self._forget_connection()
             return Database.SILENT
         except psycopg.Error:
+            self._liveness.unanswered(ticket)
             self._forget_connection()
             return Database.UNREACHABLE
+        except BaseException:
+            self._liveness.unanswered(ticket)
+            raise
+        self._liveness.answered(ticket)
+        return Database.READ_ONLY if read_only else Database.ANSWERS
 
     def _forget_connection(self) -> None:
         if self._conn is not None:
@@ -162,7 +178,8 @@ class DatabaseHealthMonitor:
     async def _loop(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(self._interval):
+                pause = _SILENT_PAUSE if self._liveness.silent else self._interval
+                async with asyncio.timeout(pause):
                     await self._wake.wait()
             except TimeoutError:
                 pass

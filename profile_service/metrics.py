@@ -40,6 +40,12 @@ DB_READ_ONLY = Gauge(
     "1 while the database refuses writes (a standby, or set read-only); writes are UNAVAILABLE.",
     multiprocess_mode="livemax",
 )
+DB_SILENT = Gauge(
+    "profile_db_silent",
+    "1 while the database is silent (a request waited DB_SILENT_SECONDS with nothing heard); "
+    "calls are UNAVAILABLE at once.",
+    multiprocess_mode="livemax",
+)
 UNFINISHED_DROPPED = Counter(
     "profile_unfinished_requests_dropped",
     "Calls ended RESOURCE_EXHAUSTED before their request arrived (unfinished.py), by why: "

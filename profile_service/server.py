@@ -39,6 +39,7 @@ from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.internal_errors import InternalErrorInterceptor
 from profile_service.jwks import JwksKeySet
+from profile_service.liveness import DatabaseLiveness
 from profile_service.malformed import RejectMalformed, parse_or_mark
 from profile_service.memory import HeapTrimmer
 from profile_service.service import ProfileService
@@ -185,12 +186,18 @@ async def _start(
     )
     await pool.open(wait=False)
     health_servicer = HealthServicer()
+    liveness = DatabaseLiveness(settings.db_silent_seconds)
     monitor = DatabaseHealthMonitor(
-        settings.database_url, pool, health_servicer, settings.health_check_interval_seconds
+        settings.database_url,
+        pool,
+        health_servicer,
+        settings.health_check_interval_seconds,
+        liveness,
     )
     store = ProfileStore(
         pool,
         db_timeout_seconds=settings.db_timeout_seconds,
+        liveness=liveness,
         database_unreachable=lambda: monitor.unreachable,
         on_database_error=monitor.recheck,
         database_span=None if tracing is None else tracing.database_span(),

@@ -14,10 +14,12 @@ from profile_service import db, deadlines
 from profile_service.errors import (
     Aborted,
     AlreadyExists,
+    OutOfTime,
     PermissionDenied,
     ServiceError,
     Unavailable,
 )
+from profile_service.liveness import DatabaseLiveness
 
 T = TypeVar("T")
 # What the write functions raise when the profile lacks the etag the call requires (0007).
@@ -30,7 +32,9 @@ class ProfileStore:
     """Runs queries on `pool`.
 
     `database_unreachable()` tells whether the database is known to refuse connections (the
-    health monitor's verdict): calls then answer at once instead of waiting out their budget.
+    health monitor's verdict), and `liveness` whether it has gone silent: calls then answer at
+    once instead of waiting out their budget. `liveness` also tells a call that ran out of
+    time because its deadline was too short for this database from one the database failed.
     `on_database_error()` asks the monitor to look again. `database_span(statement)`, when
     tracing is on (tracing.py), is the span around each call's checkout and round trip.
     """
@@ -40,12 +44,14 @@ class ProfileStore:
         pool: AsyncConnectionPool,
         *,
         db_timeout_seconds: float,
+        liveness: DatabaseLiveness,
         database_unreachable: Callable[[], bool] = lambda: False,
         on_database_error: Callable[[], None] = lambda: None,
         database_span: Callable[[db.Statement], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._pool = pool
         self._db_timeout = db_timeout_seconds
+        self._liveness = liveness
         self._database_unreachable = database_unreachable
         self._on_database_error = on_database_error
         self._database_span = database_span
@@ -57,6 +63,9 @@ class ProfileStore:
         )
         if self._database_unreachable():
             raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
+        if self._liveness.silent:
+            self._on_database_error()
+            raise Unavailable("the database is not answering", "DATABASE_NOT_ANSWERING")
         query = query_for(budget.commit_by)
         if self._database_span is None:  # tracing off: not even a no-op span
             return await self._run(query, budget)
@@ -70,24 +79,57 @@ class ProfileStore:
             # behaviour, a few microseconds less per call.
             conn = await self._pool.getconn(timeout=budget.seconds_left())
             try:
-                return await db.run(conn, query, budget)
+                return await self._round_trip(conn, query, budget)
             finally:
                 await self._pool.putconn(conn)
         except PoolTimeout as exc:
             self._on_database_error()
-            raise Unavailable(
-                "no database connection free in time", "DATABASE_POOL_EXHAUSTED"
+            raise self._unless_too_short(
+                budget,
+                Unavailable("no database connection free in time", "DATABASE_POOL_EXHAUSTED"),
             ) from exc
         except db.NoAnswer as exc:
             self._on_database_error()
-            raise Unavailable(
-                "the database did not answer in time", "DATABASE_NOT_ANSWERING"
+            raise self._unless_too_short(
+                budget, Unavailable("the database did not answer in time", "DATABASE_NOT_ANSWERING")
             ) from exc
         except psycopg.Error as exc:
             error = self._service_error(exc)
             if error is None:
                 raise  # a bug: INTERNAL, by internal_errors.py
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                error = self._unless_too_short(budget, error)
             raise error from exc
+
+    async def _round_trip(
+        self, conn: psycopg.AsyncConnection, query: db.Query[T], budget: deadlines.Budget
+    ) -> T:
+        """db.run, telling `liveness` whether the database answered."""
+        ticket = self._liveness.sent()
+        try:
+            result = await db.run(conn, query, budget)
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:  # no answer: the connection broke
+                self._liveness.unanswered(ticket)
+            else:
+                self._liveness.answered(ticket)
+            raise
+        except BaseException:
+            self._liveness.unanswered(ticket)
+            raise
+        self._liveness.answered(ticket)
+        return result
+
+    def _unless_too_short(self, budget: deadlines.Budget, error: ServiceError) -> ServiceError:
+        """`error`, or DEADLINE_EXCEEDED when the caller's deadline gave the database fewer
+        seconds than its recent round trips need: the caller's choice, not a fault."""
+        if budget.by_caller and self._liveness.too_short(budget.window):
+            return OutOfTime(
+                f"the call's deadline left the database {budget.window * 1000:.1f} ms, too "
+                "little for its recent round trips: allow more time",
+                "DEADLINE_TOO_SHORT",
+            )
+        return error
 
     def _service_error(self, exc: psycopg.Error) -> ServiceError | None:
         """The ServiceError a database failure stands for; None for an unexpected one."""

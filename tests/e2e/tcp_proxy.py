@@ -3,6 +3,7 @@
 import contextlib
 import socket
 import threading
+import time
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -34,6 +35,9 @@ class TcpProxy:
         # Set: a client's simple-protocol query ('Q' message) is held for good, everything else
         # flows: a database that completes the handshake and then never answers.
         self._holding_queries = False
+        # Seconds every answer from the database waits before it is passed on: a database
+        # farther away (another zone) than the one on this machine.
+        self.answer_delay = 0.0
         self.port = 0
 
     def start(self) -> None:
@@ -114,6 +118,8 @@ class TcpProxy:
                 self._flowing.wait()
                 if from_client and self._holding_queries and data[:1] == b"Q":
                     continue
+                if not from_client and self.answer_delay:
+                    time.sleep(self.answer_delay)
                 sink.sendall(data)
         except OSError:
             pass

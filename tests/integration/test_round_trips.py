@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from profile_service import db, repository
 from profile_service.auth import Caller
 from profile_service.errors import Unavailable
+from profile_service.liveness import DatabaseLiveness
 from profile_service.service import ProfileService
 from profile_service.store import ProfileStore
 from profile_service.validation import WRITABLE_FIELDS
@@ -88,7 +89,8 @@ def service_and_trace(
 
         try:
             service = ProfileService(
-                ProfileStore(pool, db_timeout_seconds=5), min_retention_days=30
+                ProfileStore(pool, db_timeout_seconds=5, liveness=DatabaseLiveness(1.0)),
+                min_retention_days=30,
             )
             yield Traced(service, pool, messages_since_last_call, request.param, run)
         finally:

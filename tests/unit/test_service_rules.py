@@ -21,6 +21,7 @@ from profile_service.errors import (
     ServiceError,
     Unavailable,
 )
+from profile_service.liveness import DatabaseLiveness
 from profile_service.service import ProfileService
 from profile_service.store import ProfileStore
 from profile_service.validation import WRITABLE_FIELDS
@@ -122,9 +123,14 @@ def test_the_store_answers_before_any_connection_when_it_cannot_help() -> None:
     """Contract section 4: out of time is DEADLINE_EXCEEDED (never UNAVAILABLE); a database
     known to be unreachable is UNAVAILABLE at once. Neither asks the pool (None here)."""
     query = lambda _: db.Query(db.Statement("x", "SELECT 1"), (), lambda v: v)  # noqa: E731
-    store = ProfileStore(None, db_timeout_seconds=5)  # type: ignore[arg-type]
+    store = ProfileStore(None, db_timeout_seconds=5, liveness=DatabaseLiveness(1.0))  # type: ignore[arg-type]
     error = _fails(store.run(query, time.monotonic() - 1), OutOfTime)
     assert (error.code, error.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "NO_TIME_LEFT")
-    down = ProfileStore(None, db_timeout_seconds=5, database_unreachable=lambda: True)  # type: ignore[arg-type]
+    down = ProfileStore(
+        None,
+        db_timeout_seconds=5,
+        liveness=DatabaseLiveness(1.0),
+        database_unreachable=lambda: True,
+    )  # type: ignore[arg-type]
     error = _fails(down.run(query, None), Unavailable)
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNREACHABLE")
