@@ -33,7 +33,7 @@ from profile_service import (
     tls,
 )
 from profile_service.access_log import AccessLogInterceptor
-from profile_service.admission import Admission
+from profile_service.admission import SETTLE_SECONDS, Admission
 from profile_service.auth import AuthInterceptor, TokenVerifier
 from profile_service.config import Settings
 from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
@@ -64,6 +64,9 @@ CLIENT_PING_MIN_SECONDS = 5
 MAX_STREAMS_PER_CONNECTION = 100
 # The flow-control window of a call's stream before its request is read.
 STREAM_WINDOW_BYTES = 16 * 1024
+# How long the stop lets gRPC send its GOAWAY (core's threads write it) before the held calls
+# are refused.
+_GOAWAY_SECONDS = 0.02
 
 
 @dataclass
@@ -85,9 +88,17 @@ class _Serving:
     async def stop(self, grace: float) -> None:
         """Refuse new calls (UNAVAILABLE) and report NOT_SERVING, let in-flight calls finish
         within `grace`, close the pool."""
+        # New calls are held, then refused once gRPC's stop has begun: none is left for gRPC
+        # to cancel (admission.py).
         self.admission.close()
         await self.health.stop()
-        await self.server.stop(grace)
+        await asyncio.sleep(SETTLE_SECONDS)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        # Its first step tells every connection to go away (GOAWAY): before the refusals, so
+        # that their retries open new connections.
+        await asyncio.sleep(_GOAWAY_SECONDS)
+        self.admission.release()
+        await stopping
         # After the drain: until then the kubelet reads NOT_SERVING there, as it would on the
         # API port, rather than a refused connection.
         if self.health_server is not None:
