@@ -9,6 +9,8 @@ recorded, only its class name. The OTEL_* variables not read by config.py (sampl
 sizes, OTLP headers, TLS and timeout, resource attributes) are the SDK's own to read.
 """
 
+import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,11 @@ from profile_service.db import Statement
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor, run_reporting_status
 
 DEFAULT_SERVICE_NAME = "profile-service"
+# How long a stop waits for the last spans to be exported, after the drain: with the drain's
+# SHUTDOWN_GRACE_SECONDS, well inside a pod's termination grace (docs/operations.md §11).
+FLUSH_SECONDS = 3.0
 _INSTRUMENTATION = "profile_service"
+_LOGGER = logging.getLogger(__name__)
 # The statuses that mean the server failed (OpenTelemetry's gRPC conventions for a server
 # span); the others are the caller's doing and leave the span's status unset.
 _SERVER_FAULTS = frozenset(
@@ -87,9 +93,20 @@ class Tracing:
         return span
 
     def shutdown(self) -> None:
-        """Export the spans still queued (each export bounded by the exporter's timeout,
-        OTEL_EXPORTER_OTLP_TIMEOUT), then stop."""
-        self.provider.shutdown()
+        """Export the spans still queued, then stop; give up on them after FLUSH_SECONDS."""
+        # The SDK bounds each export (OTEL_EXPORTER_OTLP_TIMEOUT) but retries and exports
+        # batch after batch: a collector that accepts and never answers held a stop for 32 s,
+        # past a pod's grace. So the flush runs in a thread we stop waiting for; the process
+        # exits without it (daemon).
+        flush = threading.Thread(target=self.provider.shutdown, name="otel-flush", daemon=True)
+        flush.start()
+        flush.join(FLUSH_SECONDS)
+        if flush.is_alive():
+            _LOGGER.warning(
+                "spans not exported within %.0f s of the stop: the collector does not answer; "
+                "they are dropped",
+                FLUSH_SECONDS,
+            )
 
 
 def start(exporters: Sequence[str], processors: Sequence[SpanProcessor] = ()) -> Tracing:

@@ -3,8 +3,10 @@ each call's span, statuses, nothing personal in a span; off by default, and then
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from devtools.otlp_sink import Sink
 from profile_service import tokens
+from profile_service.tracing import FLUSH_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
@@ -252,3 +255,51 @@ def test_each_worker_exports_over_otlp_and_flushes_on_stop(test_db: ThrowawayDat
     assert names.count("db profile_api.get_profile") == calls
     assert {s.trace_id.hex() for s in sink.kept} == {TRACE_ID}
     assert sink.services == {"profile-service"}
+
+
+def test_a_collector_that_never_answers_does_not_hold_the_stop_past_its_bound(
+    test_db: ThrowawayDatabase,
+) -> None:
+    """A collector that accepts connections and then says nothing: SIGTERM still exits within
+    the drain's grace plus FLUSH_SECONDS, inside a pod's termination grace (it took 32 s)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel accepts; nobody ever reads or answers
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")},
+        **server_env(
+            test_db.service_url,
+            GRPC_PORT=str(port),
+            METRICS_PORT=str(free_port()),
+            SHUTDOWN_GRACE_SECONDS="1",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            OTEL_BSP_SCHEDULE_DELAY="60000",  # every span waits for the flush at stop
+        ),
+    }
+    process = subprocess.Popen(
+        [CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert wait_for(lambda: health(channel) == SERVING, timeout=20)
+            token = tokens.mint(SECRET, role="authenticated", sub=str(uuid.uuid4()))
+            md = (("authorization", f"Bearer {token}"),)
+            stub = pb_grpc.ProfileServiceStub(channel)
+            for _ in range(3):
+                rpc_error(lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=5))
+        signalled = time.monotonic()
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        silent.close()
+    print(f"stopped in {took:.1f} s")
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    # The drain (1 s here) plus the flush's bound, with room for a loaded machine; not 30 s.
+    assert took < 1 + FLUSH_SECONDS + 3
+    assert b"spans not exported" in stderr

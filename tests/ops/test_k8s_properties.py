@@ -4,9 +4,11 @@ import re
 
 import pytest
 
+from profile_service.admission import SETTLE_SECONDS
 from profile_service.cli import build_parser
 from profile_service.config import Settings
 from profile_service.health import LIVENESS_SERVICE, SERVICE_NAME
+from profile_service.tracing import FLUSH_SECONDS
 from tests.ops.conftest import (
     Resource,
     container_port,
@@ -124,14 +126,15 @@ def test_the_metrics_port_agrees_everywhere(deployment: Resource, server: Resour
     assert port["targetPort"] in ("metrics", metrics_port)
 
 
-def test_termination_grace_outlasts_the_pre_stop_pause_and_the_servers_drain(
+def test_termination_grace_outlasts_the_pre_stop_pause_the_drain_and_the_span_flush(
     deployment: Resource, server: Resource
 ) -> None:
     pod = deployment["spec"]["template"]["spec"]
     drain = _settings_for(server).shutdown_grace_seconds
     pre_stop = server["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain
+    stop = float(pre_stop[1]) + SETTLE_SECONDS + drain + FLUSH_SECONDS
+    assert pod["terminationGracePeriodSeconds"] > stop
     assert drain >= 10
 
 
