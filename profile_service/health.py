@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, metrics
+from profile_service.errors import Unavailable
 from profile_service.liveness import DatabaseLiveness
 
 _LOGGER = logging.getLogger(__name__)
@@ -29,6 +30,14 @@ WRITES_SERVICE = "writes"
 # Between probes while the database is silent: soon enough to serve again promptly after a
 # thaw (a probe already waiting sees it at once), not a busy loop when connections are refused.
 _SILENT_PAUSE = 0.05
+# A refused connection's SQLSTATE is not kept by libpq, only its message: these are
+# PostgreSQL's for 53300 (max_connections, reserved slots, a role's or a database's CONNECTION
+# LIMIT). Under another lc_messages the verdict is UNREACHABLE, still UNAVAILABLE.
+_NO_SLOTS_MESSAGES = (
+    "too many connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -41,8 +50,26 @@ class Database(enum.Enum):
     READ_ONLY = "reachable, read-only"
     # Connections refused or broken: known to be down, so calls fail at once.
     UNREACHABLE = "unreachable"
+    # Connections refused because every slot is taken (SQLSTATE 53300): down for us, but not
+    # broken; calls fail at once, and say so.
+    NO_SLOTS = "refusing connections: too many connections"
     # Connected, or connecting, but no answer in time: maybe only slow, so calls still try.
     SILENT = "not answering"
+
+
+# What a call answers at once in these states: its message and reason.
+_REFUSALS: dict[Database, tuple[str, str]] = {
+    Database.UNREACHABLE: ("database unreachable", "DATABASE_UNREACHABLE"),
+    Database.NO_SLOTS: (
+        "the database has no connection slot free (too many connections)",
+        "DATABASE_OUT_OF_RESOURCES",
+    ),
+}
+
+
+def _no_slots(exc: psycopg.Error) -> bool:
+    message = str(exc)
+    return exc.sqlstate == "53300" or any(m in message for m in _NO_SLOTS_MESSAGES)
 
 
 class DatabaseHealthMonitor:
@@ -86,10 +113,11 @@ class DatabaseHealthMonitor:
         """True while the last probe got an answer (the database may be read-only)."""
         return self._state in (Database.ANSWERS, Database.READ_ONLY)
 
-    @property
-    def unreachable(self) -> bool:
-        """True while the last probe found the database refusing or breaking connections."""
-        return self._state is Database.UNREACHABLE
+    def refusal(self) -> Unavailable | None:
+        """What calls answer at once while the last probe found the database refusing or
+        breaking connections; None otherwise."""
+        refusal = None if self._state is None else _REFUSALS.get(self._state)
+        return None if refusal is None else Unavailable(*refusal)
 
     async def start(self) -> None:
         """Report the process alive, probe once, and keep probing in a task."""
@@ -116,7 +144,7 @@ class DatabaseHealthMonitor:
         if state is not previous:
             await self._publish(state)
         # Back from an outage: connections broken meanwhile are still in the pool.
-        back = previous in (Database.UNREACHABLE, Database.SILENT)
+        back = previous in (Database.UNREACHABLE, Database.NO_SLOTS, Database.SILENT)
         if self.answers and (back or self._pool_short()):
             self._refill_pool()
         return self.answers
@@ -134,10 +162,10 @@ class DatabaseHealthMonitor:
             self._liveness.unanswered(ticket)
             self._forget_connection()
             return Database.SILENT
-        except psycopg.Error:
+        except psycopg.Error as exc:
             self._liveness.unanswered(ticket)
             self._forget_connection()
-            return Database.UNREACHABLE
+            return Database.NO_SLOTS if _no_slots(exc) else Database.UNREACHABLE
         except BaseException:
             self._liveness.unanswered(ticket)
             raise

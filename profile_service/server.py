@@ -209,7 +209,7 @@ async def _start(
         pool,
         db_timeout_seconds=settings.db_timeout_seconds,
         liveness=liveness,
-        database_unreachable=lambda: monitor.unreachable,
+        database_refusal=monitor.refusal,
         on_database_error=monitor.recheck,
         database_span=None if tracing is None else tracing.database_span(),
     )

@@ -31,10 +31,10 @@ NOT_DELETED = "PF409"
 class ProfileStore:
     """Runs queries on `pool`.
 
-    `database_unreachable()` tells whether the database is known to refuse connections (the
-    health monitor's verdict), and `liveness` whether it has gone silent: calls then answer at
-    once instead of waiting out their budget. `liveness` also tells a call that ran out of
-    time because its deadline was too short for this database from one the database failed.
+    `database_refusal()` is what calls answer while the database is known to refuse
+    connections (the health monitor's verdict), and `liveness` tells whether it went silent:
+    calls then answer at once instead of waiting out their budget. `liveness` also tells a
+    call whose deadline was too short for this database from one the database failed.
     `on_database_error()` asks the monitor to look again. `database_span(statement)`, when
     tracing is on (tracing.py), is the span around each call's checkout and round trip.
     """
@@ -45,14 +45,14 @@ class ProfileStore:
         *,
         db_timeout_seconds: float,
         liveness: DatabaseLiveness,
-        database_unreachable: Callable[[], bool] = lambda: False,
+        database_refusal: Callable[[], ServiceError | None] = lambda: None,
         on_database_error: Callable[[], None] = lambda: None,
         database_span: Callable[[db.Statement], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._pool = pool
         self._db_timeout = db_timeout_seconds
         self._liveness = liveness
-        self._database_unreachable = database_unreachable
+        self._database_refusal = database_refusal
         self._on_database_error = on_database_error
         self._database_span = database_span
 
@@ -61,8 +61,8 @@ class ProfileStore:
         budget = deadlines.budget(
             None if deadline is None else deadline - time.monotonic(), self._db_timeout
         )
-        if self._database_unreachable():
-            raise Unavailable("database unreachable", "DATABASE_UNREACHABLE")
+        if (refusal := self._database_refusal()) is not None:
+            raise refusal
         if self._liveness.silent:
             self._on_database_error()
             raise Unavailable("the database is not answering", "DATABASE_NOT_ANSWERING")

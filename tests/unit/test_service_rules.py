@@ -130,7 +130,7 @@ def test_the_store_answers_before_any_connection_when_it_cannot_help() -> None:
         None,
         db_timeout_seconds=5,
         liveness=DatabaseLiveness(1.0),
-        database_unreachable=lambda: True,
+        database_refusal=lambda: Unavailable("database unreachable", "DATABASE_UNREACHABLE"),
     )  # type: ignore[arg-type]
     error = _fails(down.run(query, None), Unavailable)
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNREACHABLE")
