@@ -5,6 +5,7 @@ import json
 import pytest
 
 from profile_service.client import SERVICE_CONFIG
+from profile_service.server import MAX_STREAMS_PER_CONNECTION
 from profile_service.v1 import profile_service_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ProfileService"]
@@ -34,5 +35,10 @@ def test_every_rpc_has_a_deadline_and_retries_unavailable_only(method: str) -> N
     assert 2 <= policy["maxAttempts"] <= 5
 
 
-def test_retries_are_throttled_per_channel() -> None:
-    assert json.loads(SERVICE_CONFIG)["retryThrottling"]["maxTokens"] > 0
+def test_retries_are_throttled_per_channel_but_never_by_one_pod_s_drain() -> None:
+    """gRPC stops retrying once a channel's tokens fall to half of maxTokens, one token per
+    failed attempt: a draining pod refuses each call in flight on its connection once, at most
+    MAX_STREAMS_PER_CONNECTION, and those retries must all still go (decision 5)."""
+    throttling = json.loads(SERVICE_CONFIG)["retryThrottling"]
+    assert throttling["maxTokens"] / 2 > MAX_STREAMS_PER_CONNECTION
+    assert 0 < throttling["tokenRatio"] <= 0.1  # an outage does not multiply the load for long
