@@ -26,8 +26,17 @@ proto: $(STAMP)
 run: install
 	$(BIN)/python -m devtools.run
 
+# The suite, then its core again with every server behind a real PgBouncer in transaction
+# mode (skipped, saying so, where pgbouncer is not installed; CI installs it).
+PGBOUNCER_SUITE := tests/e2e/test_smoke.py tests/e2e/test_profile_rpcs.py tests/e2e/test_isolation.py \
+	tests/e2e/test_etags.py tests/e2e/test_undelete.py tests/e2e/test_batch_get.py \
+	tests/e2e/test_purge.py tests/e2e/test_validation.py tests/e2e/test_error_details.py \
+	tests/e2e/test_faults.py tests/e2e/test_fail_fast.py \
+	tests/integration/test_round_trips.py tests/integration/test_rls_matrix.py
+
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+	PROFILE_TEST_VIA_PGBOUNCER=1 $(BIN)/pytest -p no:cacheprovider $(PGBOUNCER_SUITE)
 
 lint: install
 	$(BUF) lint

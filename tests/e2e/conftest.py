@@ -15,6 +15,7 @@ from profile_service.config import Settings
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
+from tests.pgbouncer import VIA_PGBOUNCER
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 Metadata = tuple[tuple[str, str], ...]
@@ -30,6 +31,8 @@ def server_env(database_url: str, **overrides: str) -> dict[str, str]:
         "WORKERS": "1",
         "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
         "DB_TIMEOUT_SECONDS": "2",
+        # Behind PgBouncer in transaction mode (the suite's second pass), as documented.
+        **({"DB_PREPARE": "false"} if VIA_PGBOUNCER else {}),
         **overrides,
     }
 
