@@ -12,7 +12,7 @@ import logging
 import psycopg
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, metrics
@@ -95,6 +95,12 @@ class DatabaseHealthMonitor:
         self._conninfo = make_conninfo(
             db.with_tcp_liveness(conninfo), application_name=db.PROBE_APPLICATION_NAME
         )
+        # libpq tries a multi-host URL's hosts in turn, each for connect_timeout (2 s at
+        # least): a probe that gave up sooner would never reach the second host when the first
+        # one hangs, and health would stay NOT_SERVING for good.
+        params = conninfo_to_dict(self._conninfo)
+        hosts = len(str(params.get("host") or params.get("hostaddr") or "-").split(","))
+        self._connect_seconds = hosts * max(2, int(params.get("connect_timeout") or 2)) + 1.0
         self._pool = pool
         self._servicer = servicer
         self._interval = min(interval, liveness.silent_after / 4)
@@ -150,26 +156,27 @@ class DatabaseHealthMonitor:
         return self.answers
 
     async def _probe(self) -> Database:
-        ticket = self._liveness.sent()
         try:
-            async with asyncio.timeout(self._timeout):
-                if self._conn is None or self._conn.closed:
+            if self._conn is None or self._conn.closed:
+                # Not a wait that tells silence (liveness): a multi-host URL's first host may
+                # hang while the next one answers.
+                async with asyncio.timeout(self._connect_seconds):
                     self._conn = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True
                     )
-            read_only = await db.is_read_only(self._conn, self._timeout)
+            ticket = self._liveness.sent()
+            try:
+                read_only = await db.is_read_only(self._conn, self._timeout)
+            except BaseException:
+                self._liveness.unanswered(ticket)
+                raise
+            self._liveness.answered(ticket)
         except (TimeoutError, db.NoAnswer):
-            self._liveness.unanswered(ticket)
             self._forget_connection()
             return Database.SILENT
         except psycopg.Error as exc:
-            self._liveness.unanswered(ticket)
             self._forget_connection()
             return Database.NO_SLOTS if _no_slots(exc) else Database.UNREACHABLE
-        except BaseException:
-            self._liveness.unanswered(ticket)
-            raise
-        self._liveness.answered(ticket)
         return Database.READ_ONLY if read_only else Database.ANSWERS
 
     def _forget_connection(self) -> None:
