@@ -134,6 +134,12 @@ def with_tcp_liveness(conninfo: str, application_name: str | None = None) -> str
     return make_conninfo(conninfo, **{k: v for k, v in defaults.items() if k not in given and v})
 
 
+def host_count(conninfo: str) -> int:
+    """How many hosts `conninfo` lists: libpq tries them in turn (a failover setup)."""
+    params = conninfo_to_dict(conninfo)
+    return len(str(params.get("host") or params.get("hostaddr") or "-").split(","))
+
+
 def create_pool(
     conninfo: str,
     *,

@@ -98,9 +98,10 @@ class DatabaseHealthMonitor:
         # libpq tries a multi-host URL's hosts in turn, each for connect_timeout (2 s at
         # least): a probe that gave up sooner would never reach the second host when the first
         # one hangs, and health would stay NOT_SERVING for good.
-        params = conninfo_to_dict(self._conninfo)
-        hosts = len(str(params.get("host") or params.get("hostaddr") or "-").split(","))
-        self._connect_seconds = hosts * max(2, int(params.get("connect_timeout") or 2)) + 1.0
+        hosts = db.host_count(self._conninfo)
+        per_host = int(conninfo_to_dict(self._conninfo).get("connect_timeout") or 2)
+        self._connect_seconds = hosts * max(2, per_host) + 1.0
+        self._multi_host = hosts > 1
         self._pool = pool
         self._servicer = servicer
         self._interval = min(interval, liveness.silent_after / 4)
@@ -153,6 +154,14 @@ class DatabaseHealthMonitor:
         back = previous in (Database.UNREACHABLE, Database.NO_SLOTS, Database.SILENT)
         if self.answers and (back or self._pool_short()):
             self._refill_pool()
+        if self._multi_host and state is Database.READ_ONLY:
+            # Maybe a standby libpq fell back to while the primary was down (a URL without
+            # target_session_attrs=read-write): the next probe tries the hosts in order again.
+            self._forget_connection()
+        if self._multi_host and previous is Database.READ_ONLY and state is Database.ANSWERS:
+            # A writable host answers again: the pool's connections may still be on the
+            # standby, for their whole lifetime. Replace them all.
+            self._drain_pool()
         return self.answers
 
     async def _probe(self) -> Database:
@@ -209,6 +218,12 @@ class DatabaseHealthMonitor:
         probe loop never waits for it)."""
         if self._refill is None or self._refill.done():
             self._refill = asyncio.create_task(self._pool.check(), name="db-pool-refill")
+
+    def _drain_pool(self) -> None:
+        """Replace every pooled connection (in a task; those lent out, when returned)."""
+        _LOGGER.info("a writable database answers again: reconnecting the pool to it")
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._pool.drain(), name="db-pool-drain")
 
     async def _loop(self) -> None:
         while True:

@@ -87,7 +87,11 @@ class TcpProxy:
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        upstream.connect(self._upstream)
+        try:
+            upstream.connect(self._upstream)
+        except OSError:
+            upstream.close()
+            raise
         return upstream
 
     def _accept(self, listener: socket.socket) -> None:

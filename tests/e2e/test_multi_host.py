@@ -2,14 +2,17 @@
 gives it: a first host that hangs must not keep the service, or its health, from the next."""
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
+from tests import replication
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import server_env, serving, user, wait_for
 from tests.e2e.probes import SERVING, health
@@ -53,3 +56,34 @@ def test_a_first_host_that_hangs_leaves_the_service_serving_and_ready(
         # for good, pods never ready).
         assert wait_for(lambda: health(channel) == SERVING, timeout=20)
         assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
+
+
+def _code(stub: pb_grpc.ProfileServiceStub, md: object, age: int) -> str:
+    """How an Upsert of `age` ends: OK, or its status and reason's message."""
+    try:
+        stub.Upsert(pb.UpsertRequest(profile=pb.Profile(age=age)), metadata=md, timeout=2)
+    except grpc.RpcError as error:
+        return f"{error.code().name}: {error.details()}"
+    return "OK"
+
+
+def test_after_a_restart_of_the_primary_writes_go_back_to_it_from_the_standby() -> None:
+    """Without target_session_attrs, libpq takes the first host that answers: while the
+    primary is down, the standby (read-only). Once the primary is back, the service must go
+    back to it: pooled connections would otherwise stay on the standby for their lifetime."""
+    with replication.cluster() as cluster:
+        url = cluster.service_url_for(cluster.primary, cluster.standby)
+        with serving(server_env(url, DB_POOL_SIZE="4")) as (_, channel):
+            stub = pb_grpc.ProfileServiceStub(channel)
+            md = user(uuid.uuid4())
+            assert _code(stub, md, 30) == "OK"
+            cluster.kill(cluster.primary)
+            # On the standby: reads go on (the row replicated), writes are refused.
+            assert wait_for(lambda: "read-only" in _code(stub, md, 31))
+            assert stub.Get(pb.GetRequest(), metadata=md, timeout=2).age == 30
+            cluster.start_node(cluster.primary)
+            restarted = time.monotonic()
+            assert wait_for(lambda: _code(stub, md, 32) == "OK", timeout=15)
+            print(f"writes back {time.monotonic() - restarted:.2f} s after the primary")
+            # And every call: no connection left behind on the standby.
+            assert all(_code(stub, md, 33 + i) == "OK" for i in range(20))
