@@ -88,6 +88,8 @@ class Statement:
 
     name: str
     sql: str
+    # Whether it writes: a write given up on may still commit under synchronous replication.
+    writes: bool = False
 
     @cached_property
     def function(self) -> str:
@@ -338,13 +340,28 @@ def _check(conn: psycopg.AsyncConnection, result: pq.abc.PGresult) -> None:
 
 
 # A standby (a failover in progress) or a database set read-only takes reads, refuses writes.
-_READ_ONLY = b"SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool"
+# Synchronous replication: a commit waits for a standby after the local commit, past commit_by.
+_WRITE_FACTS = (
+    b"SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool, "
+    b"current_setting('synchronous_standby_names') <> '' "
+    b"AND current_setting('synchronous_commit') NOT IN ('off', 'local')"
+)
 
 
-async def is_read_only(conn: psycopg.AsyncConnection, seconds: float) -> bool:
-    """Whether the database behind `conn` refuses writes, waiting at most `seconds`; raise
-    NoAnswer (the connection is then closed) or the psycopg error met."""
-    return (await query_row(conn, _READ_ONLY, seconds))[0] == b"t"
+@dataclass(frozen=True)
+class WriteFacts:
+    """What the database does with writes: refuses them; commits them before a standby
+    confirms them."""
+
+    read_only: bool
+    synchronous_replication: bool
+
+
+async def write_facts(conn: psycopg.AsyncConnection, seconds: float) -> WriteFacts:
+    """WriteFacts of the database behind `conn`, waiting at most `seconds`; raise NoAnswer
+    (the connection is then closed) or the psycopg error met."""
+    read_only, synchronous = await query_row(conn, _WRITE_FACTS, seconds)
+    return WriteFacts(read_only == b"t", synchronous == b"t")
 
 
 async def query_row(

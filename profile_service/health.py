@@ -102,6 +102,9 @@ class DatabaseHealthMonitor:
         per_host = int(conninfo_to_dict(self._conninfo).get("connect_timeout") or 2)
         self._connect_seconds = hosts * max(2, per_host) + 1.0
         self._multi_host = hosts > 1
+        # Whether the database commits writes before a standby confirms them (the last probe
+        # that got an answer says): a write given up on may then have committed.
+        self.synchronous_replication = False
         self._pool = pool
         self._servicer = servicer
         self._interval = min(interval, liveness.silent_after / 4)
@@ -175,18 +178,19 @@ class DatabaseHealthMonitor:
                     )
             ticket = self._liveness.sent()
             try:
-                read_only = await db.is_read_only(self._conn, self._timeout)
+                facts = await db.write_facts(self._conn, self._timeout)
             except BaseException:
                 self._liveness.unanswered(ticket)
                 raise
             self._liveness.answered(ticket)
+            self.synchronous_replication = facts.synchronous_replication
         except (TimeoutError, db.NoAnswer):
             self._forget_connection()
             return Database.SILENT
         except psycopg.Error as exc:
             self._forget_connection()
             return Database.NO_SLOTS if _no_slots(exc) else Database.UNREACHABLE
-        return Database.READ_ONLY if read_only else Database.ANSWERS
+        return Database.READ_ONLY if facts.read_only else Database.ANSWERS
 
     def _forget_connection(self) -> None:
         if self._conn is not None:

@@ -39,18 +39,26 @@ GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2,
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
 # ...and the etag they require ('': none; migration 0007), checked in the same statement.
 UPSERT = Statement(
-    "profile_upsert", _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)"
+    "profile_upsert",
+    _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)",
+    writes=True,
 )
 SOFT_DELETE = Statement(
-    "profile_soft_delete", _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)"
+    "profile_soft_delete",
+    _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)",
+    writes=True,
 )
 UNDELETE = Statement(
-    "profile_undelete", _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)"
+    "profile_undelete",
+    _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)",
+    writes=True,
 )
 BATCH_GET = Statement(
     "profile_batch_get", _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)"
 )
-PURGE = Statement("profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)")
+PURGE = Statement(
+    "profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)", writes=True
+)
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, BATCH_GET, PURGE)
 
 

@@ -210,6 +210,7 @@ async def _start(
         db_timeout_seconds=settings.db_timeout_seconds,
         liveness=liveness,
         database_refusal=monitor.refusal,
+        synchronous_replication=lambda: monitor.synchronous_replication,
         on_database_error=monitor.recheck,
         database_span=None if tracing is None else tracing.database_span(),
     )

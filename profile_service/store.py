@@ -35,6 +35,7 @@ class ProfileStore:
     connections (the health monitor's verdict), and `liveness` tells whether it went silent:
     calls then answer at once instead of waiting out their budget. `liveness` also tells a
     call whose deadline was too short for this database from one the database failed.
+    `synchronous_replication()` says whether a write given up on may still have committed.
     `on_database_error()` asks the monitor to look again. `database_span(statement)`, when
     tracing is on (tracing.py), is the span around each call's checkout and round trip.
     """
@@ -46,6 +47,7 @@ class ProfileStore:
         db_timeout_seconds: float,
         liveness: DatabaseLiveness,
         database_refusal: Callable[[], ServiceError | None] = lambda: None,
+        synchronous_replication: Callable[[], bool] = lambda: False,
         on_database_error: Callable[[], None] = lambda: None,
         database_span: Callable[[db.Statement], AbstractContextManager[object]] | None = None,
     ) -> None:
@@ -53,6 +55,7 @@ class ProfileStore:
         self._db_timeout = db_timeout_seconds
         self._liveness = liveness
         self._database_refusal = database_refusal
+        self._synchronous_replication = synchronous_replication
         self._on_database_error = on_database_error
         self._database_span = database_span
 
@@ -90,6 +93,14 @@ class ProfileStore:
             ) from exc
         except db.NoAnswer as exc:
             self._on_database_error()
+            if query.statement.writes and self._synchronous_replication():
+                # Committed locally, then waiting for the standby when given up on: commit_by
+                # was checked before that wait (decision 1). Not "nothing was written".
+                raise Unavailable(
+                    "the write may have been committed (a synchronous standby did not confirm "
+                    "it in time): read it back, its etag tells",
+                    "WRITE_OUTCOME_UNKNOWN",
+                ) from exc
             raise self._unless_too_short(
                 budget, Unavailable("the database did not answer in time", "DATABASE_NOT_ANSWERING")
             ) from exc

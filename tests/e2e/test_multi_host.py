@@ -14,7 +14,7 @@ from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests import replication
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import server_env, serving, user, wait_for
+from tests.e2e.conftest import error_reason, rpc_error, server_env, serving, user, wait_for
 from tests.e2e.probes import SERVING, health
 
 
@@ -87,3 +87,51 @@ def test_after_a_restart_of_the_primary_writes_go_back_to_it_from_the_standby() 
             print(f"writes back {time.monotonic() - restarted:.2f} s after the primary")
             # And every call: no connection left behind on the standby.
             assert all(_code(stub, md, 33 + i) == "OK" for i in range(20))
+
+
+def test_a_write_the_synchronous_standby_never_confirmed_is_not_called_unwritten() -> None:
+    """Under synchronous replication PostgreSQL commits locally, then waits for the standby;
+    commit_by is checked before. A write given up during that wait is committed all the same,
+    so its answer must not say "nothing was written" (UNAVAILABLE's promise)."""
+    with replication.cluster(synchronous=True) as cluster:
+        url = cluster.service_url_for(cluster.primary)
+        with serving(server_env(url, DB_POOL_SIZE="2")) as (_, channel):
+            stub = pb_grpc.ProfileServiceStub(channel)
+            md = user(uuid.uuid4())
+            assert _code(stub, md, 30) == "OK"
+            cluster.wal_stream.freeze()  # the standby hears nothing, confirms nothing
+            request = pb.UpsertRequest(profile=pb.Profile(age=31))
+            error = rpc_error(lambda: stub.Upsert(request, metadata=md, timeout=1))
+            reason, _ = error_reason(error)
+            assert (error.code(), reason) == (grpc.StatusCode.UNAVAILABLE, "WRITE_OUTCOME_UNKNOWN")
+            assert "read it back" in (error.details() or "")
+            # Reads do not wait for the standby: the service still serves them meanwhile.
+            assert stub.Get(pb.GetRequest(), metadata=md, timeout=2).age == 31
+            cluster.wal_stream.thaw()
+            # It was written indeed: the answer was honest.
+            assert stub.Get(pb.GetRequest(), metadata=md, timeout=2).age == 31
+
+
+def test_a_promoted_standby_takes_writes_within_a_probe_interval_without_a_restart() -> None:
+    """The primary crashes; the standby is promoted a while later. Writes come back by
+    themselves, soon after the promotion (the probe runs every 0.25 s while the database is
+    down), and nothing answers INTERNAL meanwhile."""
+    with replication.cluster() as cluster:
+        url = cluster.service_url_for(
+            cluster.primary, cluster.standby, target_session_attrs="read-write"
+        )
+        with serving(server_env(url, DB_POOL_SIZE="4")) as (_, channel):
+            stub = pb_grpc.ProfileServiceStub(channel)
+            md = user(uuid.uuid4())
+            assert _code(stub, md, 30) == "OK"
+            cluster.kill(cluster.primary)
+            assert wait_for(lambda: _code(stub, md, 31).startswith("UNAVAILABLE"))
+            outages = {_code(stub, md, 31) for _ in range(10)}
+            assert all(o.startswith("UNAVAILABLE") for o in outages), outages
+            cluster.promote(cluster.standby)
+            promoted = time.monotonic()
+            assert wait_for(lambda: _code(stub, md, 32) == "OK", timeout=10)
+            took = time.monotonic() - promoted
+            print(f"writes back {took:.2f} s after the promotion; meanwhile {sorted(outages)}")
+            assert took < 1.0
+            assert stub.Get(pb.GetRequest(), metadata=md, timeout=2).age == 32
