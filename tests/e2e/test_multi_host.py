@@ -133,5 +133,5 @@ def test_a_promoted_standby_takes_writes_within_a_probe_interval_without_a_resta
             assert wait_for(lambda: _code(stub, md, 32) == "OK", timeout=10)
             took = time.monotonic() - promoted
             print(f"writes back {took:.2f} s after the promotion; meanwhile {sorted(outages)}")
-            assert took < 1.0
+            assert took < 0.6  # the probe ran once a second while down: up to 1 s
             assert stub.Get(pb.GetRequest(), metadata=md, timeout=2).age == 32
