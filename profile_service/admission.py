@@ -21,7 +21,7 @@ from typing import Any
 import grpc.aio
 
 from profile_service import errors
-from profile_service.errors import Unavailable
+from profile_service.errors import Reason, Unavailable
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 # Long enough for every call already on its way, or waiting inside gRPC, to reach a handler
@@ -58,7 +58,7 @@ class Admission(UnaryInterceptor):
             if not self._open:
                 await self._hold(context)
                 await errors.abort(
-                    context, Unavailable("the server is shutting down", "SHUTTING_DOWN")
+                    context, Unavailable("the server is shutting down", Reason.SHUTTING_DOWN)
                 )
             return await behavior(request, context)
 

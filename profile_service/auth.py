@@ -23,7 +23,7 @@ import jwt
 
 from profile_service import call_notes, errors
 from profile_service.config import ASYMMETRIC_ALGORITHMS, Settings
-from profile_service.errors import PermissionDenied, ServiceError, Unauthenticated
+from profile_service.errors import PermissionDenied, Reason, ServiceError, Unauthenticated
 from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 from profile_service.validation import is_uuid
@@ -50,7 +50,7 @@ class Caller:
         return self.role == "authenticated"
 
 
-def _unauthenticated(message: str, reason: str = "TOKEN_INVALID") -> Unauthenticated:
+def _unauthenticated(message: str, reason: str = Reason.TOKEN_INVALID) -> Unauthenticated:
     return Unauthenticated(message, reason)
 
 
@@ -140,7 +140,7 @@ class TokenVerifier:
         except SigningKeysUnavailable as exc:
             raise _unauthenticated(
                 "the token signing keys could not be fetched yet; retry later",
-                "SIGNING_KEYS_UNAVAILABLE",
+                Reason.SIGNING_KEYS_UNAVAILABLE,
             ) from exc
         return [key], [key.algorithm_name]
 
@@ -160,7 +160,7 @@ class TokenVerifier:
             except jwt.InvalidSignatureError:
                 continue
             except jwt.ExpiredSignatureError as exc:
-                raise _unauthenticated("token expired", "TOKEN_EXPIRED") from exc
+                raise _unauthenticated("token expired", Reason.TOKEN_EXPIRED) from exc
             except jwt.InvalidAudienceError as exc:
                 raise _unauthenticated("token audience not accepted") from exc
             except jwt.MissingRequiredClaimError as exc:
@@ -183,7 +183,7 @@ def _caller_from_claims(claims: dict[str, Any]) -> Caller:
         raise _unauthenticated("token 'sub' is not a UUID")
     role = claims.get("role")
     if role not in ALLOWED_ROLES:
-        raise PermissionDenied("token role is not allowed", "ROLE_NOT_ALLOWED")
+        raise PermissionDenied("token role is not allowed", Reason.ROLE_NOT_ALLOWED)
     if role == "authenticated" and sub is None:
         raise _unauthenticated("token lacks the 'sub' claim")
     # The role handed to the database is the allowlist's own string, never the raw claim.
@@ -210,7 +210,7 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             raise _unauthenticated("authorization metadata must be 'Bearer <token>'")
-    raise _unauthenticated("missing authorization metadata", "TOKEN_MISSING")
+    raise _unauthenticated("missing authorization metadata", Reason.TOKEN_MISSING)
 
 
 # The share of a call's remaining time it may spend waiting for the JWKS to be fetched.

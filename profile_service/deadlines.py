@@ -22,7 +22,7 @@ configured DB_TIMEOUT_SECONDS.
 import time
 from dataclasses import dataclass
 
-from profile_service.errors import OutOfTime
+from profile_service.errors import OutOfTime, Reason
 
 RESERVE_FRACTION = 0.1
 RESERVE_MAX = 0.05
@@ -64,7 +64,9 @@ def budget(time_remaining: float | None, max_seconds: float) -> Budget:
         window = min(max_seconds, time_remaining - reserve)
         by_caller = window < max_seconds
         if window < MIN_WINDOW:
-            raise OutOfTime("the call's deadline leaves no time for the database", "NO_TIME_LEFT")
+            raise OutOfTime(
+                "the call's deadline leaves no time for the database", Reason.NO_TIME_LEFT
+            )
     margin = min(window * COMMIT_MARGIN_FRACTION, COMMIT_MARGIN_MAX)
     return Budget(
         give_up=time.monotonic() + window,

@@ -8,6 +8,7 @@ message for people. INVALID_ARGUMENT adds a `google.rpc.BadRequest` listing the 
 fields. The reasons are listed in the README.
 """
 
+import enum
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,38 @@ DOMAIN = "profile.v1.ProfileService"
 # error lists at most this many faults, and names the first few in its message.
 MAX_REPORTED_FAULTS = 20
 _FAULTS_IN_MESSAGE = 3
+
+
+class Reason(enum.StrEnum):
+    """Every reason a failed call carries (google.rpc.ErrorInfo.reason, AIP-193): the one
+    list. REASON_CLASSES gives each its class, hence its status; README's error table and
+    every use in the code are tested against both (tests/unit/test_reasons.py)."""
+
+    TOKEN_MISSING = "TOKEN_MISSING"  # noqa: S105 - reasons, not secrets
+    TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105
+    SIGNING_KEYS_UNAVAILABLE = "SIGNING_KEYS_UNAVAILABLE"
+    ROLE_NOT_ALLOWED = "ROLE_NOT_ALLOWED"
+    NOT_OWN_PROFILE = "NOT_OWN_PROFILE"
+    ROW_LEVEL_SECURITY = "ROW_LEVEL_SECURITY"
+    INVALID_FIELDS = "INVALID_FIELDS"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    PROFILE_NOT_FOUND = "PROFILE_NOT_FOUND"
+    PROFILE_ACTIVE = "PROFILE_ACTIVE"
+    ETAG_MISMATCH = "ETAG_MISMATCH"
+    DATABASE_UNREACHABLE = "DATABASE_UNREACHABLE"
+    DATABASE_NOT_ANSWERING = "DATABASE_NOT_ANSWERING"
+    DATABASE_TIMEOUT = "DATABASE_TIMEOUT"
+    DATABASE_POOL_EXHAUSTED = "DATABASE_POOL_EXHAUSTED"
+    DATABASE_READ_ONLY = "DATABASE_READ_ONLY"
+    DATABASE_OUT_OF_RESOURCES = "DATABASE_OUT_OF_RESOURCES"
+    WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
+    DATABASE_REFUSED = "DATABASE_REFUSED"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    REQUEST_NOT_RECEIVED = "REQUEST_NOT_RECEIVED"
+    NO_TIME_LEFT = "NO_TIME_LEFT"
+    DEADLINE_TOO_SHORT = "DEADLINE_TOO_SHORT"
+    INTERNAL = "INTERNAL"
 
 
 @dataclass(frozen=True)
@@ -60,7 +93,7 @@ class InvalidArgument(ServiceError):
         violations: list[FieldViolation],
         *,
         message: str | None = None,
-        reason: str = "INVALID_FIELDS",
+        reason: str = Reason.INVALID_FIELDS,
     ) -> None:
         if len(violations) > MAX_REPORTED_FAULTS:
             rest = len(violations) - MAX_REPORTED_FAULTS + 1
@@ -138,6 +171,36 @@ class Internal(ServiceError):
     """A bug. The message says nothing more than that."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+# Each reason's class, and so its status.
+REASON_CLASSES: dict[Reason, type[ServiceError]] = {
+    Reason.TOKEN_MISSING: Unauthenticated,
+    Reason.TOKEN_INVALID: Unauthenticated,
+    Reason.TOKEN_EXPIRED: Unauthenticated,
+    Reason.SIGNING_KEYS_UNAVAILABLE: Unauthenticated,
+    Reason.ROLE_NOT_ALLOWED: PermissionDenied,
+    Reason.NOT_OWN_PROFILE: PermissionDenied,
+    Reason.ROW_LEVEL_SECURITY: PermissionDenied,
+    Reason.INVALID_FIELDS: InvalidArgument,
+    Reason.MALFORMED_REQUEST: InvalidArgument,
+    Reason.PROFILE_NOT_FOUND: NotFound,
+    Reason.PROFILE_ACTIVE: AlreadyExists,
+    Reason.ETAG_MISMATCH: Aborted,
+    Reason.DATABASE_UNREACHABLE: Unavailable,
+    Reason.DATABASE_NOT_ANSWERING: Unavailable,
+    Reason.DATABASE_TIMEOUT: Unavailable,
+    Reason.DATABASE_POOL_EXHAUSTED: Unavailable,
+    Reason.DATABASE_READ_ONLY: Unavailable,
+    Reason.DATABASE_OUT_OF_RESOURCES: Unavailable,
+    Reason.WRITE_OUTCOME_UNKNOWN: Unavailable,
+    Reason.DATABASE_REFUSED: Unavailable,
+    Reason.SHUTTING_DOWN: Unavailable,
+    Reason.REQUEST_NOT_RECEIVED: ResourceExhausted,
+    Reason.NO_TIME_LEFT: OutOfTime,
+    Reason.DEADLINE_TOO_SHORT: OutOfTime,
+    Reason.INTERNAL: Internal,
+}
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:

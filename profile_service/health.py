@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service import db, metrics
-from profile_service.errors import Unavailable
+from profile_service.errors import Reason, Unavailable
 from profile_service.liveness import DatabaseLiveness
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ class Database(enum.Enum):
 
 # What a call answers at once in these states: its message and reason.
 _REFUSALS: dict[Database, tuple[str, str]] = {
-    Database.UNREACHABLE: ("database unreachable", "DATABASE_UNREACHABLE"),
+    Database.UNREACHABLE: ("database unreachable", Reason.DATABASE_UNREACHABLE),
     Database.NO_SLOTS: (
         "the database has no connection slot free (too many connections)",
-        "DATABASE_OUT_OF_RESOURCES",
+        Reason.DATABASE_OUT_OF_RESOURCES,
     ),
 }
 

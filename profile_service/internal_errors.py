@@ -12,7 +12,7 @@ from typing import Any
 import grpc.aio
 
 from profile_service import errors, logs
-from profile_service.errors import Internal
+from profile_service.errors import Internal, Reason
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,6 +33,6 @@ class InternalErrorInterceptor(UnaryInterceptor):
                     raise
                 if logs.FAILED_CALL_LINES.take() is not None:
                     _LOGGER.error("unexpected %s in %s", type(exc).__name__, method)
-                await errors.abort(context, Internal("internal error", "INTERNAL"))
+                await errors.abort(context, Internal("internal error", Reason.INTERNAL))
 
         return handle

@@ -13,7 +13,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from profile_service import errors
-from profile_service.errors import InvalidArgument
+from profile_service.errors import InvalidArgument, Reason
 from profile_service.unary_interceptor import Behavior, UnaryInterceptor
 
 
@@ -47,7 +47,7 @@ class RejectMalformed(UnaryInterceptor):
             if isinstance(request, Malformed):
                 message = f"the request body is not a valid {request.type_name} message"
                 await errors.abort(
-                    context, InvalidArgument([], message=message, reason="MALFORMED_REQUEST")
+                    context, InvalidArgument([], message=message, reason=Reason.MALFORMED_REQUEST)
                 )
             return await behavior(request, context)
 

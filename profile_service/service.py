@@ -14,6 +14,7 @@ from profile_service.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
 )
 from profile_service.repository import Row
 from profile_service.validation import (
@@ -108,7 +109,9 @@ class ProfileService:
         """The profiles of `owner_ids`, in their order (duplicates repeated), soft-deleted ones
         included; service_role only. All or nothing: any absent is NotFound, naming them."""
         if caller.role != "service_role":
-            raise PermissionDenied("BatchGetProfiles is for service_role only", "ROLE_NOT_ALLOWED")
+            raise PermissionDenied(
+                "BatchGetProfiles is for service_role only", Reason.ROLE_NOT_ALLOWED
+            )
         _raise_if_invalid(check_owner_ids(owner_ids))
         wanted = [owner.lower() for owner in owner_ids]
         distinct = list(dict.fromkeys(wanted))
@@ -118,7 +121,7 @@ class ProfileService:
         if missing:
             raise NotFound(
                 f"{len(missing)} of the profiles asked for do not exist",
-                "PROFILE_NOT_FOUND",
+                Reason.PROFILE_NOT_FOUND,
                 missing,
             )
         return [found[owner] for owner in wanted]
@@ -150,7 +153,7 @@ class ProfileService:
         Between batches, stops early once `should_continue()` is false (the caller went away).
         """
         if caller.role != "service_role":
-            raise PermissionDenied("Purge is for service_role only", "ROLE_NOT_ALLOWED")
+            raise PermissionDenied("Purge is for service_role only", Reason.ROLE_NOT_ALLOWED)
         _raise_if_invalid(check_purge(retention_days, batch_size, self._min_retention_days))
         days = retention_days or self._min_retention_days
         limit = batch_size or DEFAULT_PURGE_BATCH
@@ -176,14 +179,16 @@ class ProfileService:
 
 def _require_user(caller: Caller) -> None:
     if not caller.is_user:
-        raise PermissionDenied("only a signed-in user may change its profile", "ROLE_NOT_ALLOWED")
+        raise PermissionDenied(
+            "only a signed-in user may change its profile", Reason.ROLE_NOT_ALLOWED
+        )
 
 
 def _own_owner_id(caller: Caller, owner_id: str) -> str:
     """The caller's own id; naming anyone else's is PermissionDenied."""
     assert caller.sub is not None  # guaranteed for role authenticated by auth
     if owner_id and owner_id.lower() != caller.sub.lower():
-        raise PermissionDenied("a user may only name its own owner_id", "NOT_OWN_PROFILE")
+        raise PermissionDenied("a user may only name its own owner_id", Reason.NOT_OWN_PROFILE)
     return caller.sub
 
 
@@ -194,5 +199,5 @@ def _raise_if_invalid(violations: list[FieldViolation]) -> None:
 
 def _found(row: Row | None) -> Row:
     if row is None:
-        raise NotFound("profile not found", "PROFILE_NOT_FOUND")
+        raise NotFound("profile not found", Reason.PROFILE_NOT_FOUND)
     return row

@@ -16,6 +16,7 @@ from profile_service.errors import (
     AlreadyExists,
     OutOfTime,
     PermissionDenied,
+    Reason,
     ServiceError,
     Unavailable,
 )
@@ -68,7 +69,7 @@ class ProfileStore:
             raise refusal
         if self._liveness.silent:
             self._on_database_error()
-            raise Unavailable("the database is not answering", "DATABASE_NOT_ANSWERING")
+            raise Unavailable("the database is not answering", Reason.DATABASE_NOT_ANSWERING)
         query = query_for(budget.commit_by)
         if self._database_span is None:  # tracing off: not even a no-op span
             return await self._run(query, budget)
@@ -89,7 +90,7 @@ class ProfileStore:
             self._on_database_error()
             raise self._unless_too_short(
                 budget,
-                Unavailable("no database connection free in time", "DATABASE_POOL_EXHAUSTED"),
+                Unavailable("no database connection free in time", Reason.DATABASE_POOL_EXHAUSTED),
             ) from exc
         except db.NoAnswer as exc:
             self._on_database_error()
@@ -99,10 +100,11 @@ class ProfileStore:
                 raise Unavailable(
                     "the write may have been committed (a synchronous standby did not confirm "
                     "it in time): read it back, its etag tells",
-                    "WRITE_OUTCOME_UNKNOWN",
+                    Reason.WRITE_OUTCOME_UNKNOWN,
                 ) from exc
             raise self._unless_too_short(
-                budget, Unavailable("the database did not answer in time", "DATABASE_NOT_ANSWERING")
+                budget,
+                Unavailable("the database did not answer in time", Reason.DATABASE_NOT_ANSWERING),
             ) from exc
         except psycopg.Error as exc:
             error = self._service_error(exc)
@@ -138,7 +140,7 @@ class ProfileStore:
             return OutOfTime(
                 f"the call's deadline left the database {budget.window * 1000:.1f} ms, too "
                 "little for its recent round trips: allow more time",
-                "DEADLINE_TOO_SHORT",
+                Reason.DEADLINE_TOO_SHORT,
             )
         return error
 
@@ -149,29 +151,29 @@ class ProfileStore:
             if not isinstance(exc, psycopg.OperationalError):
                 return None
             self._on_database_error()
-            return Unavailable("database unavailable", "DATABASE_UNREACHABLE")
+            return Unavailable("database unavailable", Reason.DATABASE_UNREACHABLE)
         if state == NOT_DELETED:
-            return AlreadyExists("the profile is not deleted", "PROFILE_ACTIVE")
+            return AlreadyExists("the profile is not deleted", Reason.PROFILE_ACTIVE)
         if state == PRECONDITION_FAILED:
             return Aborted(
                 "the profile does not have the etag the call requires: read it again",
-                "ETAG_MISMATCH",
+                Reason.ETAG_MISMATCH,
             )
         if isinstance(exc, psycopg.errors.QueryCanceled):
-            return Unavailable("database timed out", "DATABASE_TIMEOUT")
+            return Unavailable("database timed out", Reason.DATABASE_TIMEOUT)
         if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
             self._on_database_error()
             return Unavailable(
-                "the database is read-only for now (a failover?)", "DATABASE_READ_ONLY"
+                "the database is read-only for now (a failover?)", Reason.DATABASE_READ_ONLY
             )
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            return PermissionDenied("not allowed by row-level security", "ROW_LEVEL_SECURITY")
+            return PermissionDenied("not allowed by row-level security", Reason.ROW_LEVEL_SECURITY)
         # The database answered, and refused for now (class 53: disk full, out of memory, too
         # many connections; 40: serialization or deadlock; 57: shutting down).
         if state.startswith("53"):
             return Unavailable(
-                f"the database is out of resources ({state})", "DATABASE_OUT_OF_RESOURCES"
+                f"the database is out of resources ({state})", Reason.DATABASE_OUT_OF_RESOURCES
             )
         if isinstance(exc, psycopg.OperationalError):
-            return Unavailable(f"the database refused the call ({state})", "DATABASE_REFUSED")
+            return Unavailable(f"the database refused the call ({state})", Reason.DATABASE_REFUSED)
         return None

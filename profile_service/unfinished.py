@@ -29,7 +29,7 @@ import grpc
 import grpc.aio
 
 from profile_service import errors, metrics
-from profile_service.errors import ResourceExhausted
+from profile_service.errors import Reason, ResourceExhausted
 
 # Calls waiting for (the rest of) their request message, in the whole process. With requests of
 # at most validation.MAX_REQUEST_BYTES, this bounds what they can hold.
@@ -37,7 +37,7 @@ MAX_UNFINISHED = 500
 # How long a call may take to deliver one request message after its headers (or after its
 # previous message, for a stream).
 UNFINISHED_SECONDS = 10.0
-REASON = "REQUEST_NOT_RECEIVED"
+REASON = Reason.REQUEST_NOT_RECEIVED
 # How often late calls are looked for: a call is dropped between UNFINISHED_SECONDS and this
 # much later.
 SWEEP_SECONDS = 0.5
