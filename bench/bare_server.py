@@ -2,7 +2,7 @@
 
 No interceptors, no token check, no database: what gRPC in Python costs on its own, i.e. the
 ceiling the real service is compared with. It uses the generated servicer, so each call still
-parses its request and serializes the (fully populated, 15-field) answer, as any service must.
+parses its request and serializes the answer (every field set), as any service must.
 `--kind sync` is `grpc.server` with a thread pool, `--kind aio` is `grpc.aio`, on uvloop with
 `--uvloop`. `--kind aio-yield` suspends every call once (one loop iteration, no I/O): what
 a suspension alone costs. `--kind aio-io` is `grpc.aio` whose every call first awaits one

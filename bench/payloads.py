@@ -56,7 +56,8 @@ def grpc_frame(message: bytes) -> bytes:
 
 
 def constant_profile() -> pb.Profile:
-    """The fully populated Profile (all 15 fields) the bare servers answer with."""
+    """The Profile the bare servers answer with: every field set (tests/unit/test_bench_report.py
+    holds it to the proto), so that no answer is smaller than a real one."""
     profile = pb.Profile(
         id="6f1c2b9e-3d4a-4c5b-9e8f-0a1b2c3d4e5f",
         owner_id=seeded_owner(1),
@@ -74,6 +75,8 @@ def constant_profile() -> pb.Profile:
     profile.created_at.FromNanoseconds(1_700_000_000_123_456_000)
     profile.updated_at.FromNanoseconds(1_700_000_100_123_456_000)
     profile.deleted_at.FromNanoseconds(1_700_000_200_123_456_000)
+    profile.purge_time.FromNanoseconds(1_702_592_200_123_456_000)
+    profile.etag = 'W/"1700000100123456"'
     return profile
 
 

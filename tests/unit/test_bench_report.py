@@ -6,7 +6,7 @@ check only how its figures are combined.
 
 from typing import Any
 
-from bench import report
+from bench import payloads, report
 
 
 def _cell(target: str, kind: str, rps: float, **extra: Any) -> dict[str, Any]:
@@ -140,3 +140,9 @@ def test_the_anatomy_line_gives_each_busy_thread_s_microseconds_per_call() -> No
 
 def test_no_anatomy_without_calls() -> None:
     assert report.anatomy_line(_cell("real-1w", "real", 0.0, elapsed=2.0, threads=[])) is None
+
+
+def test_the_bare_servers_answer_a_profile_with_every_field_set() -> None:
+    profile = payloads.constant_profile()
+    set_fields = {field.name for field, _ in profile.ListFields()}  # non-default values only
+    assert set_fields == {f.name for f in profile.DESCRIPTOR.fields}
