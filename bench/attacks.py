@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import database
 from bench.options import RESULTS_DIR
 from bench.procs import free_port
-from profile_service import tokens
+from profile_service.auth import tokens
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 

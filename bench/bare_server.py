@@ -26,9 +26,10 @@ from typing import Any
 import grpc
 
 from bench.payloads import constant_profile
-from profile_service import db, deadlines
-from profile_service.lifecycle import schedule_as_batch
-from profile_service.server import new_event_loop
+from profile_service.domain import deadlines
+from profile_service.runtime.lifecycle import schedule_as_batch
+from profile_service.storage import db
+from profile_service.transport.server import new_event_loop
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 
@@ -159,7 +160,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.sched_batch:
-        # Before any thread starts, as the service does it (profile_service.lifecycle.run).
+        # Before any thread starts, as the service does it (profile_service.runtime.lifecycle.run).
         schedule_as_batch()
     answer = constant_profile()
     if args.kind == "sync":

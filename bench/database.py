@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import psycopg
 
 from devtools import database as devdb
-from profile_service import migrate
+from profile_service.storage import migrate
 
 # Seeded profile n has owner md5('bench-<n>')::uuid (bench.payloads.seeded_owner) and every
 # field set, with values of the lengths a real profile has.

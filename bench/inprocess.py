@@ -17,18 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import database
-from profile_service import db, repository, tokens
-from profile_service.access_log import AccessLogInterceptor
-from profile_service.admission import Admission
-from profile_service.auth import _CALLER, AuthInterceptor, TokenVerifier
-from profile_service.config import Settings
-from profile_service.internal_errors import InternalErrorInterceptor
-from profile_service.malformed import RejectMalformed
-from profile_service.server import new_event_loop
-from profile_service.service import ProfileService
-from profile_service.servicer import ProfileServicer
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
-from profile_service.unfinished import UnfinishedRequests
+from profile_service.auth import tokens
+from profile_service.auth.verify import _CALLER, AuthInterceptor, TokenVerifier
+from profile_service.domain.service import ProfileService
+from profile_service.runtime.config import Settings
+from profile_service.storage import db, repository
+from profile_service.transport.access_log import AccessLogInterceptor
+from profile_service.transport.admission import Admission
+from profile_service.transport.internal_errors import InternalErrorInterceptor
+from profile_service.transport.malformed import RejectMalformed
+from profile_service.transport.server import new_event_loop
+from profile_service.transport.servicer import ProfileServicer
+from profile_service.transport.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.transport.unfinished import UnfinishedRequests
 from profile_service.v1 import profile_service_pb2 as pb
 
 _SECRET = "bench-inprocess-secret-long-enough-for-hs256"  # noqa: S105 - never served
@@ -118,7 +119,7 @@ def _record_row(sub: str) -> bytes:
             query = repository.get(caller, sub)
             raw = db.Query(query.statement, query.params, lambda value: value)
             async with pool.connection() as conn:
-                from profile_service import deadlines
+                from profile_service.domain import deadlines
 
                 value = await db.run(conn, raw, deadlines.budget(None, 5.0))
             await pool.close()

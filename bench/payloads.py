@@ -9,7 +9,7 @@ import hashlib
 import struct
 import uuid
 
-from profile_service import tokens
+from profile_service.auth import tokens
 from profile_service.v1 import profile_service_pb2 as pb
 
 SERVICE = "profile.v1.ProfileService"

@@ -25,7 +25,7 @@ from bench.options import RESULTS_DIR, parse_args
 from bench.report import RPC_NAMES
 from bench.targets import JWT_SECRET, Target, say
 from devtools import database as devdb
-from profile_service import tokens
+from profile_service.auth import tokens
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -8,8 +8,10 @@ import shlex
 import sys
 
 from devtools import database as devdb
-from profile_service import cli, logs, migrate, tokens
-from profile_service.config import Settings
+from profile_service.auth import tokens
+from profile_service.runtime import cli, logs
+from profile_service.runtime.config import Settings
+from profile_service.storage import migrate
 
 DEV_DATABASE = "profile_dev"
 DEV_JWT_SECRET = "dev-only-secret-never-use-in-production"  # noqa: S105 - printed in the README

@@ -5,7 +5,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from profile_service.migrate import sqlalchemy_url
+from profile_service.storage.migrate import sqlalchemy_url
 
 config = context.config
 

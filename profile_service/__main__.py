@@ -2,6 +2,6 @@
 
 import sys
 
-from profile_service.cli import main
+from profile_service.runtime.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from devtools import database as devdb
-from profile_service import migrate
+from profile_service.storage import migrate
 from tests import pgbouncer
 
 

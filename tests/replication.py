@@ -18,7 +18,7 @@ import psycopg
 from pgserver._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
 
 from devtools import database as devdb
-from profile_service import migrate
+from profile_service.storage import migrate
 from tests.e2e.probes import free_port
 from tests.e2e.tcp_proxy import TcpProxy
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from jwt import PyJWK, PyJWTError
 
-from profile_service.config import ASYMMETRIC_ALGORITHMS
+from profile_service.runtime.config import ASYMMETRIC_ALGORITHMS
 
 _LOGGER = logging.getLogger(__name__)
 # How old the key set may grow before it is fetched again (keys withdrawn by the issuer stop

@@ -14,40 +14,24 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 import grpc.aio
 import jwt
 
-from profile_service import call_notes, errors
-from profile_service.config import ASYMMETRIC_ALGORITHMS, Settings
+from profile_service import errors
+from profile_service.auth.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
+from profile_service.domain.caller import ALLOWED_ROLES, Caller, DbRole
+from profile_service.domain.validation import is_uuid
 from profile_service.errors import PermissionDenied, Reason, ServiceError, Unauthenticated
-from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
-from profile_service.validation import is_uuid
+from profile_service.runtime.config import ASYMMETRIC_ALGORITHMS, Settings
+from profile_service.transport import call_notes
+from profile_service.transport.unary_interceptor import Behavior, UnaryInterceptor
 
-DbRole = Literal["authenticated", "service_role"]
 # Clock skew allowed between the token's issuer and us, on `exp` and `nbf` (documented).
 LEEWAY_SECONDS = 5.0
 _TIME_CLAIMS = ("exp", "nbf", "iat")
-ALLOWED_ROLES: tuple[DbRole, ...] = ("authenticated", "service_role")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A verified caller: the database role to assume, the user id if any, the claims as JSON."""
-
-    role: DbRole
-    sub: str | None
-    claims_json: str
-    expires_at: float
-
-    @property
-    def is_user(self) -> bool:
-        """True for a signed-in user (role `authenticated`)."""
-        return self.role == "authenticated"
 
 
 def _unauthenticated(message: str, reason: str = Reason.TOKEN_INVALID) -> Unauthenticated:

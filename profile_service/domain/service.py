@@ -7,8 +7,14 @@ ServiceErrors of errors.py, which also says how they are sent.
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from profile_service import db, metrics, repository
-from profile_service.auth import Caller
+from profile_service.domain.caller import Caller
+from profile_service.domain.validation import (
+    check_fields,
+    check_owner_id,
+    check_owner_ids,
+    check_purge,
+    check_update_mask,
+)
 from profile_service.errors import (
     FieldViolation,
     InvalidArgument,
@@ -16,14 +22,9 @@ from profile_service.errors import (
     PermissionDenied,
     Reason,
 )
-from profile_service.repository import Row
-from profile_service.validation import (
-    check_fields,
-    check_owner_id,
-    check_owner_ids,
-    check_purge,
-    check_update_mask,
-)
+from profile_service.runtime import metrics
+from profile_service.storage import db, repository
+from profile_service.storage.repository import Row
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from profile_service import fields
+from profile_service.domain import fields
+from profile_service.domain.fields import Field
 from profile_service.errors import FieldViolation
-from profile_service.fields import Field
 
 # Views of the field table, by what they limit.
 INT_RANGES = {f.name: (f.low, f.high) for f in fields.of_kind("int")}

@@ -4,11 +4,11 @@ import argparse
 import os
 import sys
 
-from profile_service.config import ConfigError, Settings, SigningSettings
+from profile_service.runtime.config import ConfigError, Settings, SigningSettings
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from profile_service import migrate
+    from profile_service.storage import migrate
 
     url = os.environ.get("DATABASE_URL")
     if not url:
@@ -20,7 +20,8 @@ def _migrate(_: argparse.Namespace) -> int:
 def serve(settings: Settings) -> int:
     """`profile-service serve`: check what can be checked once, then one server process, or
     settings.workers of them (workers.py); the exit code."""
-    from profile_service import lifecycle, startup_check, workers
+    from profile_service.runtime import lifecycle, workers
+    from profile_service.storage import startup_check
 
     # Once here, so that a refusal is one message and exit code 2, not one per worker.
     ports = {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
@@ -36,7 +37,8 @@ def serve(settings: Settings) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from profile_service import logs, startup_check
+    from profile_service.runtime import logs
+    from profile_service.storage import startup_check
 
     settings = Settings.from_env()
     if args.workers is not None:
@@ -54,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from profile_service import tokens
+    from profile_service.auth import tokens
 
     signing = SigningSettings.from_env()
     print(
@@ -74,7 +76,7 @@ def _purge(args: argparse.Namespace) -> int:
 
     token = args.token
     if token is None:
-        from profile_service import tokens
+        from profile_service.auth import tokens
 
         signing = SigningSettings.from_env()
         # Short-lived: it only has to outlive this one call.

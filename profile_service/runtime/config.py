@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from profile_service.validation import PURGE_MAX_RETENTION_DAYS
+from profile_service.domain.validation import PURGE_MAX_RETENTION_DAYS
 
 if TYPE_CHECKING:  # tls.py needs `cryptography`, which a client-only install lacks
-    from profile_service.tls import TlsFiles
+    from profile_service.transport.tls import TlsFiles
 
 # The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
 DATABASE_PURGE_FLOOR_DAYS = 30
@@ -188,7 +188,7 @@ def _tls_files(reader: "_Reader") -> "TlsFiles | None":
         missing = "GRPC_TLS_CERT_FILE" if not cert else "GRPC_TLS_KEY_FILE"
         reader.fault(missing, "is required when the other GRPC_TLS_* file is set")
         return None
-    from profile_service import tls  # only now: it needs `cryptography`
+    from profile_service.transport import tls  # only now: it needs `cryptography`
 
     files = tls.TlsFiles(cert, key, client_ca)
     try:

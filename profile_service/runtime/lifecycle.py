@@ -8,8 +8,8 @@ import os
 import signal
 from collections.abc import Callable
 
-from profile_service import server
-from profile_service.config import Settings
+from profile_service.runtime.config import Settings
+from profile_service.transport import server
 
 _LOGGER = logging.getLogger(__name__)
 

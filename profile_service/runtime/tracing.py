@@ -26,9 +26,13 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from profile_service.access_log import REQUEST_ID_KEY
-from profile_service.db import Statement
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor, run_reporting_status
+from profile_service.storage.db import Statement
+from profile_service.transport.access_log import REQUEST_ID_KEY
+from profile_service.transport.unary_interceptor import (
+    Behavior,
+    UnaryInterceptor,
+    run_reporting_status,
+)
 
 DEFAULT_SERVICE_NAME = "profile-service"
 # How long a stop waits for the last spans to be exported, after the drain: with the drain's

@@ -19,8 +19,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 
-from profile_service import lifecycle, logs, metrics
-from profile_service.config import Settings
+from profile_service.runtime import lifecycle, logs, metrics
+from profile_service.runtime.config import Settings
 
 _LOGGER = logging.getLogger(__name__)
 

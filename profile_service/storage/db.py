@@ -43,7 +43,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service.deadlines import Budget
+from profile_service.domain.deadlines import Budget
 
 T = TypeVar("T")
 

@@ -15,9 +15,10 @@ from grpc_health.v1._async import HealthServicer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service import db, metrics
 from profile_service.errors import Reason, Unavailable
-from profile_service.liveness import DatabaseLiveness
+from profile_service.runtime import metrics
+from profile_service.storage import db
+from profile_service.storage.liveness import DatabaseLiveness
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = "profile.v1.ProfileService"

@@ -19,7 +19,7 @@ import logging
 import statistics
 import time
 
-from profile_service import metrics
+from profile_service.runtime import metrics
 
 _LOGGER = logging.getLogger(__name__)
 

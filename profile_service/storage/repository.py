@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from profile_service.auth import Caller
-from profile_service.db import Query, Statement, Value
-from profile_service.fields import COLUMNS, Field
+from profile_service.domain.caller import Caller
+from profile_service.domain.fields import COLUMNS, Field
+from profile_service.storage.db import Query, Statement, Value
 
 # A profile as JSON: ids as text, timestamps as integer microseconds, null for unset.
 Row = dict[str, Any]

@@ -10,8 +10,8 @@ import socket
 
 import psycopg
 
-from profile_service import db
-from profile_service.config import Settings
+from profile_service.runtime.config import Settings
+from profile_service.storage import db
 
 
 class UnsafeDatabaseRole(Exception):

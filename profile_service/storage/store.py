@@ -10,7 +10,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from profile_service import db, deadlines
+from profile_service.domain import deadlines
 from profile_service.errors import (
     Aborted,
     AlreadyExists,
@@ -20,7 +20,8 @@ from profile_service.errors import (
     ServiceError,
     Unavailable,
 )
-from profile_service.liveness import DatabaseLiveness
+from profile_service.storage import db
+from profile_service.storage.liveness import DatabaseLiveness
 
 T = TypeVar("T")
 # What the write functions raise when the profile lacks the etag the call requires (0007).

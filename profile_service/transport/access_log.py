@@ -16,8 +16,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from profile_service import call_notes, logs, metrics
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor, run_reporting_status
+from profile_service.runtime import logs, metrics
+from profile_service.transport import call_notes
+from profile_service.transport.unary_interceptor import (
+    Behavior,
+    UnaryInterceptor,
+    run_reporting_status,
+)
 
 _LOGGER = logging.getLogger("profile_service.access")
 # Also read by tracing.py, from the trailing metadata set here.

@@ -22,7 +22,7 @@ import grpc.aio
 
 from profile_service import errors
 from profile_service.errors import Reason, Unavailable
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.transport.unary_interceptor import Behavior, UnaryInterceptor
 
 # Long enough for every call already on its way, or waiting inside gRPC, to reach a handler
 # and be held (one network round trip, a few loop iterations); short next to any deadline.

@@ -13,7 +13,7 @@ import logging
 
 from grpc_channelz.v1 import channelz, channelz_pb2
 
-from profile_service import metrics
+from profile_service.runtime import metrics
 
 _LOGGER = logging.getLogger(__name__)
 INTERVAL_SECONDS = 5.0

@@ -11,9 +11,10 @@ from typing import Any
 
 import grpc.aio
 
-from profile_service import errors, logs
+from profile_service import errors
 from profile_service.errors import Internal, Reason
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.runtime import logs
+from profile_service.transport.unary_interceptor import Behavior, UnaryInterceptor
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from profile_service import errors
 from profile_service.errors import InvalidArgument, Reason
-from profile_service.unary_interceptor import Behavior, UnaryInterceptor
+from profile_service.transport.unary_interceptor import Behavior, UnaryInterceptor
 
 
 class Malformed:

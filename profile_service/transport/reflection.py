@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from profile_service.unary_interceptor import Registry
+from profile_service.transport.unary_interceptor import Registry
 
 DESCRIPTOR_SET = "profile_service.binpb"
 

@@ -21,39 +21,32 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service import (
-    core_calls,
-    db,
-    deadlines,
-    logs,
-    metrics,
-    reflection,
-    repository,
-    startup_check,
-    tls,
-)
-from profile_service.access_log import AccessLogInterceptor
-from profile_service.admission import SETTLE_SECONDS, Admission
-from profile_service.auth import AuthInterceptor, TokenVerifier
-from profile_service.config import Settings
-from profile_service.health import SERVICE_NAME, DatabaseHealthMonitor
-from profile_service.internal_errors import InternalErrorInterceptor
-from profile_service.jwks import JwksKeySet
-from profile_service.liveness import DatabaseLiveness
-from profile_service.malformed import RejectMalformed, parse_or_mark
-from profile_service.memory import HeapTrimmer
-from profile_service.service import ProfileService
-from profile_service.servicer import ProfileServicer
-from profile_service.store import ProfileStore
-from profile_service.unary_interceptor import UnaryInterceptor, register
-from profile_service.unfinished import Bounded, UnfinishedRequests
+from profile_service.auth.jwks import JwksKeySet
+from profile_service.auth.verify import AuthInterceptor, TokenVerifier
+from profile_service.domain import deadlines
+from profile_service.domain.service import ProfileService
+from profile_service.domain.validation import MAX_REQUEST_BYTES
+from profile_service.runtime import logs, metrics
+from profile_service.runtime.config import Settings
+from profile_service.runtime.memory import HeapTrimmer
+from profile_service.storage import db, repository, startup_check
+from profile_service.storage.health import SERVICE_NAME, DatabaseHealthMonitor
+from profile_service.storage.liveness import DatabaseLiveness
+from profile_service.storage.store import ProfileStore
+from profile_service.transport import core_calls, reflection, tls
+from profile_service.transport.access_log import AccessLogInterceptor
+from profile_service.transport.admission import SETTLE_SECONDS, Admission
+from profile_service.transport.internal_errors import InternalErrorInterceptor
+from profile_service.transport.malformed import RejectMalformed, parse_or_mark
+from profile_service.transport.servicer import ProfileServicer
+from profile_service.transport.unary_interceptor import UnaryInterceptor, register
+from profile_service.transport.unfinished import Bounded, UnfinishedRequests
 from profile_service.v1 import profile_service_pb2 as pb
-from profile_service.validation import MAX_REQUEST_BYTES
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from profile_service.tracing import Tracing
+    from profile_service.runtime.tracing import Tracing
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,7 +155,7 @@ def start(
     startup_check.check_database_at_start_up(settings)
     tracing = None
     if settings.tracing_exporters or span_processors:
-        from profile_service import tracing as tracing_setup  # imports OpenTelemetry
+        from profile_service.runtime import tracing as tracing_setup  # imports OpenTelemetry
 
         tracing = tracing_setup.start(settings.tracing_exporters, span_processors)
     loop = new_event_loop(settings.event_loop)

@@ -5,18 +5,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc.aio
-import psycopg
 from google.protobuf import struct_pb2
 
-from profile_service import call_notes, errors
-from profile_service.auth import current_caller
+from profile_service import errors
+from profile_service.auth.verify import current_caller
+from profile_service.domain.fields import FIELDS, of_kind
+from profile_service.domain.service import ProfileService
+from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import ServiceError
-from profile_service.fields import FIELDS, of_kind
-from profile_service.repository import Row
-from profile_service.service import ProfileService
+from profile_service.storage.repository import Row
+from profile_service.transport import call_notes
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.validation import WRITABLE_FIELDS
 
 # The field table (fields.py) by how a field crosses between proto and row.
 _SCALARS = tuple(f.name for f in FIELDS if f.kind in ("int", "text"))  # `optional` in the proto
@@ -212,6 +212,7 @@ async def _call(context: Context, use_case: Callable[[float | None], Awaitable[R
 def _note_sqlstate(exc: Exception) -> None:
     """Put the SQLSTATE of the database error behind `exc`, if any, on the call's log line:
     operators see why (disk full, read-only) and never the error's text, which may hold data."""
-    cause = exc.__cause__
-    if isinstance(cause, psycopg.Error) and cause.sqlstate:
-        call_notes.note("sqlstate", cause.sqlstate)
+    # Read off the cause without importing psycopg here: the transport knows no driver.
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        call_notes.note("sqlstate", sqlstate)

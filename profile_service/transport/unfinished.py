@@ -28,8 +28,9 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
-from profile_service import errors, metrics
+from profile_service import errors
 from profile_service.errors import Reason, ResourceExhausted
+from profile_service.runtime import metrics
 
 # Calls waiting for (the rest of) their request message, in the whole process. With requests of
 # at most validation.MAX_REQUEST_BYTES, this bounds what they can hold.

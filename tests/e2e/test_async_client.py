@@ -6,13 +6,14 @@ import uuid
 import grpc
 import pytest
 
-from profile_service import server, tokens
+from profile_service.auth import tokens
 from profile_service.client import (
     AsyncProfileClient,
     InvalidArgument,
     NotFound,
     ServiceError,
 )
+from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import SECRET
 

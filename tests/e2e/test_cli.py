@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from devtools import database as devdb
-from profile_service import tokens
-from profile_service.server import RunningServer
+from profile_service.auth import tokens
+from profile_service.transport.server import RunningServer
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, server_env, wait_for
 from tests.e2e.probes import free_port
@@ -214,15 +214,17 @@ def test_workers_are_pinned_only_when_they_match_the_usable_cpus(
         METRICS_PORT=str(free_port()),
         WORKERS=str(count),
     )
+    expected = [(cpu,) for cpu in cpus] if pinned else [tuple(cpus)] * count
+
+    def affinities(pid: int) -> list[tuple[int, ...]]:
+        return sorted(tuple(sorted(os.sched_getaffinity(c))) for c in _serving_children(pid))
+
     with serving_command(env) as process:
         assert wait_for(lambda: len(_serving_children(process.pid)) == count, timeout=20)
-        affinities = sorted(
-            tuple(sorted(os.sched_getaffinity(pid))) for pid in _serving_children(process.pid)
-        )
-    if pinned:
-        assert affinities == [(cpu,) for cpu in cpus]
-    else:
-        assert affinities == [tuple(cpus)] * count
+        # Each worker pins itself once it runs: wait for it, on a loaded machine too.
+        wait_for(lambda: affinities(process.pid) == expected, timeout=10)
+        found = affinities(process.pid)
+    assert found == expected
 
 
 def _serving_children(pid: int) -> list[int]:

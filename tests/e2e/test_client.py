@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from profile_service import server, tokens
+from profile_service.auth import tokens
 from profile_service.client import (
     Aborted,
     AlreadyExists,
@@ -21,6 +21,7 @@ from profile_service.client import (
     Unauthenticated,
     Unavailable,
 )
+from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import SECRET, serving_through_proxy, wait_for

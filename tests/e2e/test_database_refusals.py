@@ -138,5 +138,5 @@ def test_connection_slots_exhausted_are_out_of_resources_logged_once_then_recove
     episode = [r for r in caplog.records if "too many connections" in r.getMessage()]
     print(f"{len(episode)} log lines name the cause:", sorted({r.name for r in episode}))
     assert [r.name for r in episode if r.name.startswith("profile_service")] == [
-        "profile_service.health"
+        "profile_service.storage.health"
     ]

@@ -12,7 +12,7 @@ import grpc
 import psycopg
 
 from devtools.run import DEMO_USER, DEV_JWT_SECRET, grpcurl_commands
-from profile_service.server import RunningServer
+from profile_service.transport.server import RunningServer
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import SECRET, bearer, rpc_error, wait_for

@@ -11,8 +11,8 @@ import uuid
 import grpc
 import pytest
 
-from profile_service import core_calls
-from profile_service.logs import FAILED_CALL_LINES
+from profile_service.runtime.logs import FAILED_CALL_LINES
+from profile_service.transport import core_calls
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.e2e.conftest import user, wait_for
 from tests.e2e.probes import scrape

@@ -14,9 +14,9 @@ import grpc
 import grpc.aio
 import pytest
 
-from profile_service.access_log import AccessLogInterceptor
-from profile_service.internal_errors import InternalErrorInterceptor
-from profile_service.unary_interceptor import register
+from profile_service.transport.access_log import AccessLogInterceptor
+from profile_service.transport.internal_errors import InternalErrorInterceptor
+from profile_service.transport.unary_interceptor import register
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import rpc_error, wait_for

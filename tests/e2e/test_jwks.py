@@ -23,8 +23,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service import auth, jwks, server, tokens
-from profile_service.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
+from profile_service.auth import jwks, tokens
+from profile_service.auth import verify as auth
+from profile_service.auth.jwks import JwksKeySet, SigningKeysUnavailable, UnknownKey
+from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from profile_service.server import CLIENT_PING_MIN_SECONDS
+from profile_service.transport.server import CLIENT_PING_MIN_SECONDS
 
 
 def test_a_client_pinging_at_the_documented_rate_keeps_its_connection(

@@ -10,7 +10,8 @@ import grpc
 import psycopg
 import pytest
 
-from profile_service import server, tokens
+from profile_service.auth import tokens
+from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase

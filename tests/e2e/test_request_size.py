@@ -7,9 +7,7 @@ import uuid
 import grpc
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
-from profile_service.v1 import profile_service_pb2 as pb
-from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
-from profile_service.validation import (
+from profile_service.domain.validation import (
     EQUIPMENT_ITEM_MAX_CHARS,
     EQUIPMENT_MAX_ITEMS,
     GENERATION_PARAMS_MAX_BYTES,
@@ -17,6 +15,8 @@ from profile_service.validation import (
     TEXT_LIMITS,
     WRITABLE_FIELDS,
 )
+from profile_service.v1 import profile_service_pb2 as pb
+from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import rpc_error, user
 
 WIDE = "\U0001f3cb"  # 4 bytes in UTF-8: the most bytes a character of the limits can take

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from profile_service import tokens
+from profile_service.auth import tokens
 from profile_service.client import ProfileClient
 from profile_service.errors import ServiceError
 from profile_service.v1 import profile_service_pb2 as pb

@@ -17,9 +17,11 @@ import psycopg
 import pytest
 
 from devtools import h2_attacks
-from profile_service import cli, server, tokens
+from profile_service.auth import tokens
 from profile_service.client import TLS, ProfileClient, ServiceError
-from profile_service.unfinished import REASON, UNFINISHED_SECONDS
+from profile_service.runtime import cli
+from profile_service.transport import server
+from profile_service.transport.unfinished import REASON, UNFINISHED_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from tests.certificates import Authority, Issued
 from tests.conftest import ThrowawayDatabase

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from devtools.otlp_sink import Sink
-from profile_service import tokens
-from profile_service.tracing import FLUSH_SECONDS
+from profile_service.auth import tokens
+from profile_service.runtime.tracing import FLUSH_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
@@ -182,8 +182,9 @@ def test_tracing_off_loads_no_opentelemetry(test_db: ThrowawayDatabase) -> None:
     """A server started and called with no OTEL_* set: OpenTelemetry never imported."""
     script = f"""
 import json, sys, uuid, grpc
-from profile_service import server, tokens
-from profile_service.config import Settings
+from profile_service.transport import server
+from profile_service.auth import tokens
+from profile_service.runtime.config import Settings
 from profile_service.v1 import profile_service_pb2 as pb, profile_service_pb2_grpc as pb_grpc
 running = server.start(Settings.from_env(json.loads(sys.argv[1])), host="127.0.0.1")
 with grpc.insecure_channel(f"127.0.0.1:{{running.port}}") as channel:

@@ -19,9 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools import h2_attacks
-from profile_service.memory import TRIM_SECONDS
-from profile_service.server import MAX_STREAMS_PER_CONNECTION
-from profile_service.unfinished import MAX_UNFINISHED, REASON, UNFINISHED_SECONDS
+from profile_service.runtime.memory import TRIM_SECONDS
+from profile_service.transport.server import MAX_STREAMS_PER_CONNECTION
+from profile_service.transport.unfinished import MAX_UNFINISHED, REASON, UNFINISHED_SECONDS
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase

@@ -9,7 +9,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from devtools import database as devdb
-from profile_service import migrate
+from profile_service.storage import migrate
 from tests.conftest import ThrowawayDatabase
 
 _SNAPSHOT_QUERIES = {
@@ -251,7 +251,7 @@ def test_purges_search_for_expired_profiles_can_use_the_deleted_at_index(
 def test_the_field_table_is_the_tables_columns(admin: psycopg.Connection) -> None:
     """fields.py, from which validation, the mapping and the row's JSON derive, names every
     column of profile.profiles and nothing else."""
-    from profile_service.fields import COLUMNS
+    from profile_service.domain.fields import COLUMNS
 
     columns = admin.execute(
         "SELECT column_name FROM information_schema.columns "

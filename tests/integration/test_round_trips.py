@@ -18,13 +18,13 @@ import pytest
 from psycopg.pq import Trace
 from psycopg_pool import AsyncConnectionPool
 
-from profile_service import db, repository
-from profile_service.auth import Caller
+from profile_service.domain.caller import Caller
+from profile_service.domain.service import ProfileService
+from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import Unavailable
-from profile_service.liveness import DatabaseLiveness
-from profile_service.service import ProfileService
-from profile_service.store import ProfileStore
-from profile_service.validation import WRITABLE_FIELDS
+from profile_service.storage import db, repository
+from profile_service.storage.liveness import DatabaseLiveness
+from profile_service.storage.store import ProfileStore
 from tests.conftest import ThrowawayDatabase
 from tests.pgbouncer import VIA_PGBOUNCER
 

@@ -12,8 +12,12 @@ import pytest
 from psycopg import sql
 
 from devtools import database as devdb
-from profile_service import migrate
-from profile_service.startup_check import DatabaseUnreachable, UnsafeDatabaseRole, check_database
+from profile_service.storage import migrate
+from profile_service.storage.startup_check import (
+    DatabaseUnreachable,
+    UnsafeDatabaseRole,
+    check_database,
+)
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.tcp_proxy import TcpProxy, through, upstream_of
 

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from profile_service import db, deadlines, repository
-from profile_service.auth import Caller
+from profile_service.domain import deadlines
+from profile_service.domain.caller import Caller
+from profile_service.domain.service import ProfileService
+from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import OutOfTime, ServiceError, Unavailable
-from profile_service.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
-from profile_service.service import ProfileService
-from profile_service.store import ProfileStore
-from profile_service.validation import WRITABLE_FIELDS
+from profile_service.storage import db, repository
+from profile_service.storage.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
+from profile_service.storage.store import ProfileStore
 from tests.conftest import ThrowawayDatabase
 
 

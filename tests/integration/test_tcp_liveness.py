@@ -8,7 +8,7 @@ import asyncio
 
 from psycopg.conninfo import make_conninfo
 
-from profile_service import db
+from profile_service.storage import db
 from tests.conftest import ThrowawayDatabase
 
 

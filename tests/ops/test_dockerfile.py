@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from profile_service.cli import build_parser
+from profile_service.runtime.cli import build_parser
 from tests.ops.conftest import (
     DOCKERFILE,
     DOCKERIGNORE,

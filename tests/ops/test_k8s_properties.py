@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from profile_service.admission import SETTLE_SECONDS
-from profile_service.cli import build_parser
-from profile_service.config import Settings
-from profile_service.health import LIVENESS_SERVICE, SERVICE_NAME
-from profile_service.tracing import FLUSH_SECONDS
+from profile_service.runtime.cli import build_parser
+from profile_service.runtime.config import Settings
+from profile_service.runtime.tracing import FLUSH_SECONDS
+from profile_service.storage.health import LIVENESS_SERVICE, SERVICE_NAME
+from profile_service.transport.admission import SETTLE_SECONDS
 from tests.ops.conftest import (
     Resource,
     container_port,

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 import pytest
 
-from profile_service.admission import HOLD_SHARE, Admission
+from profile_service.transport.admission import HOLD_SHARE, Admission
 
 
 class _Aborted(Exception):

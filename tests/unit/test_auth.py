@@ -7,9 +7,10 @@ import grpc
 import jwt
 import pytest
 
-from profile_service.auth import Caller, TokenVerifier, bearer_token
-from profile_service.config import Settings
+from profile_service.auth.verify import TokenVerifier, bearer_token
+from profile_service.domain.caller import Caller
 from profile_service.errors import ServiceError
+from profile_service.runtime.config import Settings
 
 SECRET = "k" * 40
 SUB = "00000000-0000-4000-8000-000000000001"
@@ -106,7 +107,7 @@ def test_a_token_claiming_to_last_for_ever_is_reverified_after_the_cache_lifetim
         decoded.append(1)
         return real_decode(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("profile_service.auth.jwt.decode", counting_decode)
+    monkeypatch.setattr("profile_service.auth.verify.jwt.decode", counting_decode)
     monkeypatch.setattr(TokenVerifier, "CACHE_SECONDS", 0.3)
     verifier = _verifier()
     token = _token(exp=10**400)

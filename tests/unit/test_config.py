@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from profile_service.config import ConfigError, Settings
+from profile_service.runtime.config import ConfigError, Settings
 from tests.certificates import Authority
 
 BASE = {"DATABASE_URL": "postgresql://x@localhost/db", "JWT_SECRET": "s" * 32}

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from profile_service import deadlines
+from profile_service.domain import deadlines
 
 
 def _offsets(

@@ -2,7 +2,7 @@
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from profile_service.fields import FIELDS, Kind
+from profile_service.domain.fields import FIELDS, Kind
 from profile_service.v1 import profile_service_pb2 as pb
 
 

@@ -7,7 +7,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from profile_service.jwks import parse_key_set
+from profile_service.auth.jwks import parse_key_set
 
 
 def _public_jwk(key: Any, **extra: Any) -> dict[str, Any]:

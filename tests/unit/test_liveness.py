@@ -3,8 +3,8 @@ test moves by hand."""
 
 import pytest
 
-from profile_service import liveness
-from profile_service.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
+from profile_service.storage import liveness
+from profile_service.storage.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
 
 
 class _Clock:

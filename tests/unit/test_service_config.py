@@ -5,7 +5,7 @@ import json
 import pytest
 
 from profile_service.client import SERVICE_CONFIG
-from profile_service.server import MAX_STREAMS_PER_CONNECTION
+from profile_service.transport.server import MAX_STREAMS_PER_CONNECTION
 from profile_service.v1 import profile_service_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ProfileService"]

@@ -11,8 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
-from profile_service import db
-from profile_service.auth import Caller
+from profile_service.domain.caller import Caller
+from profile_service.domain.service import ProfileService
+from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import (
     InvalidArgument,
     NotFound,
@@ -21,10 +22,9 @@ from profile_service.errors import (
     ServiceError,
     Unavailable,
 )
-from profile_service.liveness import DatabaseLiveness
-from profile_service.service import ProfileService
-from profile_service.store import ProfileStore
-from profile_service.validation import WRITABLE_FIELDS
+from profile_service.storage import db
+from profile_service.storage.liveness import DatabaseLiveness
+from profile_service.storage.store import ProfileStore
 
 EVERYTHING = frozenset(WRITABLE_FIELDS)
 

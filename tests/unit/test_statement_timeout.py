@@ -2,7 +2,7 @@
 
 import pytest
 
-from profile_service.deadlines import statement_timeout_ms
+from profile_service.domain.deadlines import statement_timeout_ms
 
 
 @pytest.mark.parametrize(

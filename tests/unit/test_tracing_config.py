@@ -2,8 +2,8 @@
 
 import pytest
 
-from profile_service import config
-from profile_service.config import ConfigError, Settings
+from profile_service.runtime import config
+from profile_service.runtime.config import ConfigError, Settings
 
 BASE = {"DATABASE_URL": "postgresql://x@localhost/db", "JWT_SECRET": "s" * 32}
 ENDPOINT = "http://collector:4317"
