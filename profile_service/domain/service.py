@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from profile_service.domain.caller import Caller
 from profile_service.domain.validation import (
+    DEFAULT_PURGE_BATCH,
     check_fields,
     check_owner_id,
     check_owner_ids,
@@ -27,8 +28,6 @@ from profile_service.storage import db, repository
 from profile_service.storage.repository import Row
 
 T = TypeVar("T")
-
-DEFAULT_PURGE_BATCH = 1000
 
 
 class Store(Protocol):

@@ -30,6 +30,8 @@ WRITABLE_FIELDS = tuple(f.name for f in fields.WRITABLE)
 # owner_id is neither: not writable, and not ignored either (it names whose profile).
 OUTPUT_ONLY_FIELDS = frozenset(f.name for f in fields.FIELDS if not f.writable) - {"owner_id"}
 PURGE_MAX_BATCH = 10_000
+# Purge's rows per transaction when the call says 0.
+DEFAULT_PURGE_BATCH = 1000
 # A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
 PURGE_MAX_RETENTION_DAYS = 36_500
 # What an error may echo of the caller's input (a mask path, a JSON key): gRPC refuses

@@ -4,7 +4,13 @@ import argparse
 import os
 import sys
 
-from profile_service.runtime.config import ConfigError, Settings, SigningSettings
+from profile_service.domain.validation import DEFAULT_PURGE_BATCH
+from profile_service.runtime.config import (
+    DATABASE_PURGE_FLOOR_DAYS,
+    ConfigError,
+    Settings,
+    SigningSettings,
+)
 
 
 def _migrate(_: argparse.Namespace) -> int:
@@ -144,10 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="purge profiles deleted more than this many days ago "
-        "(default: the server's minimum, 30)",
+        f"(default: the server's minimum, {DATABASE_PURGE_FLOOR_DAYS} unless raised)",
     )
     purge.add_argument(
-        "--batch-size", type=int, default=0, help="rows per transaction (default: 1000)"
+        "--batch-size",
+        type=int,
+        default=0,
+        help=f"rows per transaction (default: {DEFAULT_PURGE_BATCH})",
     )
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     purge.add_argument("--tls", action="store_true", help="the server serves TLS (system roots)")

@@ -139,7 +139,8 @@ class Settings:
                 DATABASE_PURGE_FLOOR_DAYS,
                 DATABASE_PURGE_FLOOR_DAYS,
                 PURGE_MAX_RETENTION_DAYS,
-                why_min="the database keeps soft-deleted profiles at least 30 days (GDPR grace)",
+                why_min="the database keeps soft-deleted profiles at least "
+                f"{DATABASE_PURGE_FLOOR_DAYS} days (GDPR grace)",
             ),
             db_pool_size=reader.integer("DB_POOL_SIZE", 16, 1, 1000),
             db_prepare=reader.boolean("DB_PREPARE", True),
