@@ -1,5 +1,6 @@
 """docs/operations.md keeps up with the code: settings, metrics and commands it names."""
 
+import ast
 import re
 
 from profile_service.runtime.cli import build_parser
@@ -79,3 +80,44 @@ def test_the_guide_states_the_transport_limits_the_code_enforces() -> None:
     }
     missing = sorted(fact for fact in stated if fact not in section)
     assert not missing, f"docs/operations.md, section 12, does not state {missing}"
+
+
+def _defaults_in_the_code() -> dict[str, object]:
+    """Each setting's default as config.py gives it to its reader: reader.integer("NAME", 16, …)."""
+    source = (_PACKAGE / "runtime" / "config.py").read_text(encoding="utf-8")
+    defaults: dict[str, object] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if getattr(node.func.value, "id", "") != "reader" or len(node.args) < 2:
+            continue
+        if node.func.attr not in ("integer", "number", "boolean", "choice"):
+            continue  # reader.fault("NAME", why) and the like: no default
+        name, default = node.args[0], node.args[1]
+        if isinstance(name, ast.Constant) and isinstance(default, ast.Constant):
+            defaults[str(name.value)] = default.value
+    return defaults
+
+
+def _defaults_in_the_guide() -> dict[str, str]:
+    rows = {}
+    for line in _guide().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
+                rows[name] = cells[1]
+    return rows
+
+
+def test_the_guide_states_each_setting_s_default_as_the_code_has_it() -> None:
+    code, guide = _defaults_in_the_code(), _defaults_in_the_guide()
+    assert len(code) >= 10
+    for name, default in code.items():
+        if isinstance(default, bool):
+            expected = "true" if default else "false"
+        elif isinstance(default, float) and default.is_integer():
+            expected = str(int(default))
+        else:
+            expected = str(default)
+        stated = guide.get(name, "")
+        assert stated.lower().startswith(expected.lower()), (name, stated, expected)
