@@ -40,7 +40,7 @@ class Store(Protocol):
 
 
 class ProfileService:
-    """Get, Upsert, SoftDelete and Purge, each one statement on `store`."""
+    """The use cases, one per RPC, each one statement on `store`."""
 
     def __init__(self, store: Store, *, min_retention_days: int) -> None:
         self._store = store
