@@ -1,4 +1,4 @@
-"""A bare gRPC server: ProfileService.Get and Upsert answer a constant Profile, nothing else.
+"""A bare gRPC server: every ProfileService RPC answers a constant, nothing else.
 
 No interceptors, no token check, no database: what gRPC in Python costs on its own, i.e. the
 ceiling the real service is compared with. It uses the generated servicer, so each call still
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import signal
 import threading
+import types
 from collections.abc import Awaitable, Callable
 from concurrent import futures
 from typing import Any
@@ -34,66 +35,46 @@ from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 
 
-class _SyncServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, answer: pb.Profile) -> None:
-        self._answer = answer
-
-    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Profile:
-        return self._answer
-
-    def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.Profile:
-        return self._answer
-
-    def SoftDelete(
-        self, request: pb.SoftDeleteRequest, context: grpc.ServicerContext
-    ) -> pb.Profile:
-        return self._answer
-
-    def Undelete(self, request: pb.UndeleteRequest, context: grpc.ServicerContext) -> pb.Profile:
-        return self._answer
-
-    def BatchGetProfiles(
-        self, request: pb.BatchGetProfilesRequest, context: grpc.ServicerContext
-    ) -> pb.BatchGetProfilesResponse:
-        return pb.BatchGetProfilesResponse(profiles=[self._answer] * len(request.owner_ids))
-
-    def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
-        return pb.PurgeResponse()
+def _answers(answer: pb.Profile) -> dict[str, Callable[[Any], Any]]:
+    """Each RPC's constant answer, by its response type: the RPCs are the descriptor's, so a
+    new one needs nothing here unless it answers a new type."""
+    by_type: dict[str, Callable[[Any], Any]] = {
+        "Profile": lambda request: answer,
+        "BatchGetProfilesResponse": lambda request: pb.BatchGetProfilesResponse(
+            profiles=[answer] * len(request.owner_ids)
+        ),
+        "PurgeResponse": lambda request: pb.PurgeResponse(),
+    }
+    service = pb.DESCRIPTOR.services_by_name["ProfileService"]
+    return {m.name: by_type[m.output_type.name] for m in service.methods}
 
 
-class _AioServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, answer: pb.Profile, io: Callable[[], Awaitable[None]] | None = None) -> None:
-        self._answer = answer
-        self._io = io
+def _sync_servicer(answer: pb.Profile) -> Any:
+    # What the generated registration reads: an attribute per RPC (the stubs' abstract class
+    # would want each written out).
+    servicer = types.SimpleNamespace()
+    for name, respond in _answers(answer).items():
+        setattr(servicer, name, lambda request, context, respond=respond: respond(request))
+    return servicer
 
-    async def Get(self, request: pb.GetRequest, context: Any) -> pb.Profile:
-        if self._io is not None:
-            await self._io()
-        return self._answer
 
-    async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.Profile:
-        if self._io is not None:
-            await self._io()
-        return self._answer
+def _aio_servicer(answer: pb.Profile, io: Callable[[], Awaitable[None]] | None = None) -> Any:
+    """Every call first awaits `io` (aio-yield, aio-io), if given."""
+    servicer = types.SimpleNamespace()
+    for name, respond in _answers(answer).items():
 
-    async def SoftDelete(self, request: pb.SoftDeleteRequest, context: Any) -> pb.Profile:
-        return self._answer
+        async def call(request: Any, context: Any, respond: Callable[[Any], Any] = respond) -> Any:
+            if io is not None:
+                await io()
+            return respond(request)
 
-    async def Undelete(self, request: pb.UndeleteRequest, context: Any) -> pb.Profile:
-        return self._answer
-
-    async def BatchGetProfiles(
-        self, request: pb.BatchGetProfilesRequest, context: Any
-    ) -> pb.BatchGetProfilesResponse:
-        return pb.BatchGetProfilesResponse(profiles=[self._answer] * len(request.owner_ids))
-
-    async def Purge(self, request: pb.PurgeRequest, context: Any) -> pb.PurgeResponse:
-        return pb.PurgeResponse()
+        setattr(servicer, name, call)
+    return servicer
 
 
 def _serve_sync(port: int, threads: int, answer: pb.Profile) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
-    pb_grpc.add_ProfileServiceServicer_to_server(_SyncServicer(answer), server)
+    pb_grpc.add_ProfileServiceServicer_to_server(_sync_servicer(answer), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -133,7 +114,7 @@ async def _serve_aio(port: int, answer: pb.Profile, kind: str, database_url: str
 
         io = select_one
     server = grpc.aio.server()
-    pb_grpc.add_ProfileServiceServicer_to_server(_AioServicer(answer, io), server)
+    pb_grpc.add_ProfileServiceServicer_to_server(_aio_servicer(answer, io), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
