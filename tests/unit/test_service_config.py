@@ -38,7 +38,7 @@ def test_every_rpc_has_a_deadline_and_retries_unavailable_only(method: str) -> N
 def test_retries_are_throttled_per_channel_but_never_by_one_pod_s_drain() -> None:
     """gRPC stops retrying once a channel's tokens fall to half of maxTokens, one token per
     failed attempt: a draining pod refuses each call in flight on its connection once, at most
-    MAX_STREAMS_PER_CONNECTION, and those retries must all still go (decision 5)."""
+    MAX_STREAMS_PER_CONNECTION, and those retries must all still go (decision 15)."""
     throttling = json.loads(SERVICE_CONFIG)["retryThrottling"]
     assert throttling["maxTokens"] / 2 > MAX_STREAMS_PER_CONNECTION
     assert 0 < throttling["tokenRatio"] <= 0.1  # an outage does not multiply the load for long
