@@ -12,6 +12,7 @@ from typing import Any
 
 from profile_service.domain import fields
 from profile_service.domain.fields import Field
+from profile_service.domain.retention import PURGE_MAX_RETENTION_DAYS
 from profile_service.errors import FieldViolation
 
 # Views of the field table, by what they limit.
@@ -32,8 +33,6 @@ OUTPUT_ONLY_FIELDS = frozenset(f.name for f in fields.FIELDS if not f.writable) 
 PURGE_MAX_BATCH = 10_000
 # Purge's rows per transaction when the call says 0.
 DEFAULT_PURGE_BATCH = 1000
-# A century: beyond some such bound `now() - interval` leaves PostgreSQL's timestamp range.
-PURGE_MAX_RETENTION_DAYS = 36_500
 # What an error may echo of the caller's input (a mask path, a JSON key): gRPC refuses
 # trailers over 16 KiB, and the caller would get RESOURCE_EXHAUSTED (errors.py).
 ECHO_MAX_CHARS = 64

@@ -4,13 +4,9 @@ import argparse
 import os
 import sys
 
+from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS
 from profile_service.domain.validation import DEFAULT_PURGE_BATCH
-from profile_service.runtime.config import (
-    DATABASE_PURGE_FLOOR_DAYS,
-    ConfigError,
-    Settings,
-    SigningSettings,
-)
+from profile_service.runtime.config import ConfigError, Settings, SigningSettings
 
 
 def _migrate(_: argparse.Namespace) -> int:

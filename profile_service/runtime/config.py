@@ -6,13 +6,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from profile_service.domain.validation import PURGE_MAX_RETENTION_DAYS
+from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS, PURGE_MAX_RETENTION_DAYS
 
 if TYPE_CHECKING:  # tls.py needs `cryptography`, which a client-only install lacks
     from profile_service.transport.tls import TlsFiles
 
-# The GDPR grace period the database itself enforces (policy purge_expired_profiles_service).
-DATABASE_PURGE_FLOOR_DAYS = 30
 # The algorithms of a public key (JWT_PUBLIC_KEY) or of a JWKS key (jwks.py).
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 # With TLS on, health is also served in plaintext here: the kubelet's gRPC probe speaks no TLS.

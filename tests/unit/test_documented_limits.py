@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 from profile_service.domain.fields import FIELDS, Field
+from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS
 from profile_service.domain.validation import BATCH_MAX_IDS, DEFAULT_PURGE_BATCH, PURGE_MAX_BATCH
-from profile_service.runtime.config import DATABASE_PURGE_FLOOR_DAYS
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
