@@ -88,6 +88,8 @@ class Statement:
 
     name: str
     sql: str
+    # What each `$n` is, in order: how a query reads (Query.named), in traces and tests.
+    parameters: tuple[str, ...] = ()
     # Whether it writes: a write given up on may still commit under synchronous replication.
     writes: bool = False
 
@@ -116,6 +118,10 @@ class Query(Generic[T]):
     statement: Statement
     params: tuple[str | None, ...]
     read: Callable[[Value], T]
+
+    def named(self) -> dict[str, str | None]:
+        """The parameters by their statement's names for them."""
+        return dict(zip(self.statement.parameters, self.params, strict=True))
 
 
 @dataclass

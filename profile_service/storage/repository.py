@@ -35,29 +35,41 @@ _AS_JSON = f"SELECT {_OBJECT}::text"
 # Many rows as one value, so that a batch is still one row of one column: one round trip.
 _AS_JSON_LIST = f"SELECT coalesce(json_agg({_OBJECT}), '[]')::text"
 # Parameters are sent as text of unknown type: PostgreSQL takes their types from the function.
-GET = Statement("profile_get", _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)")
+GET = Statement(
+    "profile_get",
+    _AS_JSON + " FROM profile_api.get_profile($1, $2, $3)",
+    ("role", "claims", "owner_id"),
+)
 # Writes end with the call's commit_by (migration 0005): the database refuses to commit later.
 # ...and the etag they require ('': none; migration 0007), checked in the same statement.
 UPSERT = Statement(
     "profile_upsert",
     _AS_JSON + " FROM profile_api.upsert_profile($1, $2, $3, $4, $5)",
+    ("claims", "changes", "mask", "commit_by", "etag"),
     writes=True,
 )
 SOFT_DELETE = Statement(
     "profile_soft_delete",
     _AS_JSON + " FROM profile_api.soft_delete_profile($1, $2, $3)",
+    ("claims", "commit_by", "etag"),
     writes=True,
 )
 UNDELETE = Statement(
     "profile_undelete",
     _AS_JSON + " FROM profile_api.undelete_profile($1, $2, $3, $4, $5)",
+    ("role", "claims", "owner_id", "commit_by", "etag"),
     writes=True,
 )
 BATCH_GET = Statement(
-    "profile_batch_get", _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)"
+    "profile_batch_get",
+    _AS_JSON_LIST + " FROM profile_api.batch_get_profiles($1, $2, $3)",
+    ("role", "claims", "owner_ids"),
 )
 PURGE = Statement(
-    "profile_purge", "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)", writes=True
+    "profile_purge",
+    "SELECT profile_api.purge_profiles($1, $2, $3, $4, $5)",
+    ("claims", "retention_days", "limit", "dry_run", "commit_by"),
+    writes=True,
 )
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, BATCH_GET, PURGE)
 

@@ -3,6 +3,7 @@ rules, validation before any query, the purge loop. No database, network or serv
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from profile_service.errors import (
     ServiceError,
     Unavailable,
 )
-from profile_service.storage import db
+from profile_service.storage import db, repository
 from profile_service.storage.liveness import DatabaseLiveness
 from profile_service.storage.store import ProfileStore
 
@@ -53,6 +54,12 @@ def _service(store: FakeStore) -> ProfileService:
     return ProfileService(store, min_retention_days=30)
 
 
+def _purge_args(query: db.Query[Any]) -> tuple[str | None, ...]:
+    """A purge batch's retention, batch size and dry run, as asked."""
+    named = query.named()
+    return named["retention_days"], named["limit"], named["dry_run"]
+
+
 def _fails(call: Any, error: type[ServiceError]) -> ServiceError:
     with pytest.raises(error) as info:
         asyncio.run(call)
@@ -63,7 +70,7 @@ def test_a_user_reads_only_its_own_profile() -> None:
     store = FakeStore({"age": 30})
     me = _user()
     assert asyncio.run(_service(store).get(me, "", None)) == {"age": 30}
-    assert store.queries[0].params[2] == me.sub  # its own id, though it named none
+    assert store.queries[0].named()["owner_id"] == me.sub  # its own id, though it named none
     other = str(uuid.uuid4())
     error = _fails(_service(store).get(me, other, None), PermissionDenied)
     assert error.reason == "NOT_OWN_PROFILE"
@@ -106,13 +113,13 @@ def test_purge_goes_on_until_a_batch_finds_nothing() -> None:
     assert asyncio.run(_service(store).purge(SERVICE, 0, False, 2, None)) == 5
     assert len(store.queries) == 4
     # The configured minimum, the batch size, and no dry run, in every batch.
-    assert {q.params[1:4] for q in store.queries} == {("30", "2", "false")}
+    assert {_purge_args(q) for q in store.queries} == {("30", "2", "false")}
 
 
 def test_a_dry_run_counts_once_and_a_caller_gone_stops_the_loop() -> None:
     store = FakeStore(7)
     assert asyncio.run(_service(store).purge(SERVICE, 45, True, 0, None)) == 7
-    assert len(store.queries) == 1 and store.queries[0].params[1:4] == ("45", "1000", "true")
+    assert len(store.queries) == 1 and _purge_args(store.queries[0]) == ("45", "1000", "true")
     store = FakeStore(1000, 1000, 1000)
     purge = _service(store).purge(SERVICE, 0, False, 0, None, should_continue=lambda: False)
     assert asyncio.run(purge) == 1000
@@ -134,3 +141,9 @@ def test_the_store_answers_before_any_connection_when_it_cannot_help() -> None:
     )  # type: ignore[arg-type]
     error = _fails(down.run(query, None), Unavailable)
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNREACHABLE")
+
+
+def test_every_statement_names_each_of_its_parameters() -> None:
+    for statement in repository.STATEMENTS:
+        placeholders = sorted({int(n) for n in re.findall(r"\$(\d+)", statement.sql)})
+        assert placeholders == list(range(1, len(statement.parameters) + 1)), statement.name
