@@ -1,7 +1,9 @@
 """Token verification without a server: claims → caller, and the verified-token cache."""
 
 import asyncio
+import datetime
 import time
+from collections.abc import Callable
 
 import grpc
 import jwt
@@ -27,6 +29,28 @@ def _verify(verifier: TokenVerifier, token: str) -> Caller:
     return asyncio.run(verifier.verify(token))
 
 
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Moves the wall clock forward for the verifier's cache and for PyJWT's checks alike,
+    without sleeping: PyJWT reads `datetime.now`, the cache `time.time`."""
+    ahead = [0.0]
+    real_time = time.time
+
+    class _Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> "_Later":
+            moment = datetime.datetime.fromtimestamp(real_time() + ahead[0], tz)
+            return cls.fromtimestamp(moment.timestamp(), tz)
+
+    monkeypatch.setattr(time, "time", lambda: real_time() + ahead[0])
+    monkeypatch.setattr(jwt.api_jwt, "datetime", _Later)
+
+    def move(seconds: float) -> None:
+        ahead[0] += seconds
+
+    return move
+
+
 def _token(**claims: object) -> str:
     payload = {"sub": SUB, "role": "authenticated", "exp": time.time() + 60, **claims}
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, SECRET, "HS256")
@@ -38,11 +62,11 @@ def test_claims_become_the_caller_with_an_allowlisted_role() -> None:
     assert '"role":"service_role"' in caller.claims_json
 
 
-def test_a_cached_token_is_not_used_past_its_expiry() -> None:
+def test_a_cached_token_is_not_used_past_its_expiry(later: Callable[[float], None]) -> None:
     verifier = _verifier()
     token = _token(exp=time.time() + 1)
     assert _verify(verifier, token).sub == SUB
-    time.sleep(1.2)
+    later(1.2)
     with pytest.raises(ServiceError) as info:
         _verify(verifier, token)
     assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
@@ -98,7 +122,7 @@ def test_time_claims_must_be_numbers_not_numeric_strings(claim: str) -> None:
 
 
 def test_a_token_claiming_to_last_for_ever_is_reverified_after_the_cache_lifetime(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, later: Callable[[float], None]
 ) -> None:
     decoded = []
     real_decode = jwt.decode
@@ -114,6 +138,6 @@ def test_a_token_claiming_to_last_for_ever_is_reverified_after_the_cache_lifetim
     for _ in range(3):
         assert _verify(verifier, token).sub == SUB
     assert len(decoded) == 1  # cached...
-    time.sleep(0.4)
+    later(0.4)
     assert _verify(verifier, token).sub == SUB
     assert len(decoded) == 2  # ...but not for ever
