@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from profile_service.auth import tokens
+from profile_service.runtime import logs
 from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
@@ -134,19 +135,25 @@ def test_current_and_previous_keys_are_both_accepted(
 
 
 def test_a_flood_of_failed_calls_cannot_flood_the_log(
-    stub, running_server: server.RunningServer, caplog: pytest.LogCaptureFixture
+    stub,
+    running_server: server.RunningServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO, logger="profile_service.access")
     key = ("profile_requests_total", (("code", "UNAUTHENTICATED"), ("method", "Get")))
     counted = scrape(running_server.metrics_port).get(key, 0.0)  # type: ignore[arg-type]
-    time.sleep(2.5)  # the log's budget refills after the other tests' failures
+    # A budget of its own, full: whatever the other tests' failures left of the shared one.
+    shared = logs.FAILED_CALL_LINES
+    budget = logs.LineBudget(per_second=shared.per_second, burst=shared.burst)
+    monkeypatch.setattr(logs, "FAILED_CALL_LINES", budget)
     before = len(caplog.records)
     # 400 failed calls (no token) as fast as 8 threads can make them: well over the 50 lines a
     # second that the failed-call log allows after its burst of 100.
     with futures.ThreadPoolExecutor(max_workers=8) as pool:
         errors = list(pool.map(lambda _: rpc_error(lambda: stub.Get(pb.GetRequest())), range(400)))
     assert {e.code() for e in errors} == {grpc.StatusCode.UNAUTHENTICATED}
-    time.sleep(1.0)
+    time.sleep(2 / budget.per_second)  # two lines' worth of refill
     rpc_error(lambda: stub.Get(pb.GetRequest()))  # after a pause: logged, with what was dropped
 
     def lines() -> list[logging.LogRecord]:
