@@ -210,25 +210,33 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("opentelemetry"))
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
+def _exporting_env(
+    test_db: ThrowawayDatabase, port: int, collector_port: int, **overrides: str
+) -> dict[str, str]:
+    """A `serve` process's environment, exporting spans to 127.0.0.1:`collector_port`, every
+    span held for the flush at stop."""
+    return {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")},
+        **server_env(
+            test_db.service_url,
+            GRPC_PORT=str(port),
+            METRICS_PORT=str(free_port()),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            # Long enough that only the flush at stop can deliver the spans.
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+            **overrides,
+        ),
+    }
+
+
 def test_each_worker_exports_over_otlp_and_flushes_on_stop(test_db: ThrowawayDatabase) -> None:
     """`serve --workers 2` with OTEL_EXPORTER_OTLP_ENDPOINT: the workers' spans reach an OTLP
     receiver, the last ones when SIGTERM stops the server."""
     sink = Sink(keep=True)
     receiver, sink_port = sink.serve()
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")},
-        **server_env(
-            test_db.service_url,
-            GRPC_PORT=str(port),
-            METRICS_PORT=str(free_port()),
-            WORKERS="2",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
-            OTEL_EXPORTER_OTLP_INSECURE="true",
-            # Long enough that only the flush at stop can deliver the spans.
-            OTEL_BSP_SCHEDULE_DELAY="60000",
-        ),
-    }
+    env = _exporting_env(test_db, port, sink_port, WORKERS="2")
     process = subprocess.Popen(
         [CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -267,18 +275,7 @@ def test_a_collector_that_never_answers_does_not_hold_the_stop_past_its_bound(
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # the kernel accepts; nobody ever reads or answers
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")},
-        **server_env(
-            test_db.service_url,
-            GRPC_PORT=str(port),
-            METRICS_PORT=str(free_port()),
-            SHUTDOWN_GRACE_SECONDS="1",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
-            OTEL_EXPORTER_OTLP_INSECURE="true",
-            OTEL_BSP_SCHEDULE_DELAY="60000",  # every span waits for the flush at stop
-        ),
-    }
+    env = _exporting_env(test_db, port, silent.getsockname()[1], SHUTDOWN_GRACE_SECONDS="1")
     process = subprocess.Popen(
         [CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
