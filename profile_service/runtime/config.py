@@ -1,9 +1,9 @@
 """Settings from the environment, read and validated once at start-up."""
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS, PURGE_MAX_RETENTION_DAYS
@@ -11,6 +11,7 @@ from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS, PURGE_MA
 if TYPE_CHECKING:  # tls.py needs `cryptography`, which a client-only install lacks
     from profile_service.transport.tls import TlsFiles
 
+N = TypeVar("N", int, float)
 # The algorithms of a public key (JWT_PUBLIC_KEY) or of a JWKS key (jwks.py).
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 # With TLS on, health is also served in plaintext here: the kubelet's gRPC probe speaks no TLS.
@@ -332,30 +333,32 @@ class _Reader:
     def integer(
         self, name: str, default: int, low: int, high: int, why_min: str | None = None
     ) -> int:
+        return self._ranged(name, default, low, high, int, "a whole number", why_min)
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        return self._ranged(name, default, low, high, float, "a number")
+
+    def _ranged(
+        self,
+        name: str,
+        default: N,
+        low: N,
+        high: N,
+        parse: Callable[[str], N],
+        kind: str,
+        why_min: str | None = None,
+    ) -> N:
         raw = self.text(name)
         if raw is None:
             return default
         try:
-            value = int(raw)
+            value = parse(raw)
         except ValueError:
-            self.fault(name, f"must be a whole number, got {raw!r}")
+            self.fault(name, f"must be {kind}, got {raw!r}")
             return default
         if value < low and why_min:
             self.fault(name, f"must be at least {low}: {why_min}; got {value}")
         elif not low <= value <= high:
-            self.fault(name, f"must be between {low} and {high}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            self.fault(name, f"must be a number, got {raw!r}")
-            return default
-        if not low <= value <= high:
             self.fault(name, f"must be between {low} and {high}, got {value}")
         return value
 

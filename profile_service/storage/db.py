@@ -88,7 +88,8 @@ class Statement:
 
     name: str
     sql: str
-    # What each `$n` is, in order: how a query reads (Query.named), in traces and tests.
+    # What each `$n` is, in order: the SQL documented where it is written, and what a test
+    # reads a query by (Query.named).
     parameters: tuple[str, ...] = ()
     # Whether it writes: a write given up on may still commit under synchronous replication.
     writes: bool = False

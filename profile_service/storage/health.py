@@ -8,6 +8,8 @@ API's calls are doing (all waiting on a frozen database, or on stalled clients).
 import asyncio
 import enum
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import psycopg
 from grpc_health.v1 import health_pb2
@@ -125,10 +127,14 @@ class DatabaseHealthMonitor:
         return self._state in (Database.ANSWERS, Database.READ_ONLY)
 
     def refusal(self) -> Unavailable | None:
-        """What calls answer at once while the last probe found the database refusing or
-        breaking connections; None otherwise."""
+        """What calls answer at once while the database is known down: the last probe found it
+        refusing or breaking connections, or `liveness` finds it silent; None otherwise."""
         refusal = None if self._state is None else _REFUSALS.get(self._state)
-        return None if refusal is None else Unavailable(*refusal)
+        if refusal is not None:
+            return Unavailable(*refusal)
+        if self._liveness.silent:
+            return Unavailable("the database is not answering", Reason.DATABASE_NOT_ANSWERING)
+        return None
 
     async def start(self) -> None:
         """Report the process alive, probe once, and keep probing in a task."""
@@ -154,18 +160,18 @@ class DatabaseHealthMonitor:
         previous, state = self._state, await self._probe()
         if state is not previous:
             await self._publish(state)
-        # Back from an outage: connections broken meanwhile are still in the pool.
-        back = previous in (Database.UNREACHABLE, Database.NO_SLOTS, Database.SILENT)
-        if self.answers and (back or self._pool_short()):
-            self._refill_pool()
         if self._multi_host and state is Database.READ_ONLY:
             # Maybe a standby libpq fell back to while the primary was down (a URL without
             # target_session_attrs=read-write): the next probe tries the hosts in order again.
             self._forget_connection()
+        # Back from an outage, connections broken meanwhile are still in the pool: refill it.
+        # Back on a writable host of a multi-host URL, the pool's connections may still be on
+        # the standby, for their whole lifetime: replace them all (which refills it too).
+        back = previous in (Database.UNREACHABLE, Database.NO_SLOTS, Database.SILENT)
         if self._multi_host and previous is Database.READ_ONLY and state is Database.ANSWERS:
-            # A writable host answers again: the pool's connections may still be on the
-            # standby, for their whole lifetime. Replace them all.
-            self._drain_pool()
+            self._tend_pool(self._pool.drain, "a writable database answers again")
+        elif self.answers and (back or self._pool_short()):
+            self._tend_pool(self._pool.check)
         return self.answers
 
     async def _probe(self) -> Database:
@@ -218,17 +224,13 @@ class DatabaseHealthMonitor:
         stats = self._pool.get_stats()
         return bool(stats.get("pool_size", 0) < self._pool.min_size)
 
-    def _refill_pool(self) -> None:
-        """Drop the pool's connections that died and open the missing ones (in a task: the
-        probe loop never waits for it)."""
+    def _tend_pool(self, work: Callable[[], Coroutine[Any, Any, None]], why: str = "") -> None:
+        """Run `work` on the pool (check: drop dead connections and open the missing ones;
+        drain: replace them all) in a task the probe loop never waits for, one at a time."""
         if self._refill is None or self._refill.done():
-            self._refill = asyncio.create_task(self._pool.check(), name="db-pool-refill")
-
-    def _drain_pool(self) -> None:
-        """Replace every pooled connection (in a task; those lent out, when returned)."""
-        _LOGGER.info("a writable database answers again: reconnecting the pool to it")
-        if self._refill is None or self._refill.done():
-            self._refill = asyncio.create_task(self._pool.drain(), name="db-pool-drain")
+            if why:
+                _LOGGER.info("%s: replacing the pool's connections", why)
+            self._refill = asyncio.create_task(work(), name="db-pool")
 
     async def _loop(self) -> None:
         while True:

@@ -4,10 +4,11 @@ Two answers depend on it (contract §4, "Deadlines and retries"):
 
 - **Has the database gone silent?** A request has waited longer than `silent_after` seconds
   and nothing at all has come back from the database meanwhile, on any connection: not an
-  API call's answer, not the health probe's. New calls then answer UNAVAILABLE at once
-  (store.py) instead of each waiting out its deadline, so a client's retry still has time to
-  reach a healthy replica. It lasts until the database is heard again, which the probe
-  (health.py, back to back while silent) finds out. A slow but alive database does not trip
+  API call's answer, not the health probe's. New calls then answer UNAVAILABLE at once (the
+  health monitor's refusal, which store.py asks before each call) instead of each waiting
+  out its deadline, so a client's retry still has time to reach a healthy replica. It lasts
+  until the database is heard again, which the probe (health.py, back to back while silent)
+  finds out. A slow but alive database does not trip
   it: lock waiters wait, but the other calls and the probe keep being answered.
 - **Was a call's deadline too short for this database?** A call that ran out of time whose
   window was shorter than SHORT_WINDOW_FACTOR times the median of the recent round trips

@@ -33,10 +33,10 @@ NOT_DELETED = "PF409"
 class ProfileStore:
     """Runs queries on `pool`.
 
-    `database_refusal()` is what calls answer while the database is known to refuse
-    connections (the health monitor's verdict), and `liveness` tells whether it went silent:
-    calls then answer at once instead of waiting out their budget. `liveness` also tells a
-    call whose deadline was too short for this database from one the database failed.
+    `database_refusal()` is what calls answer while the database is known down (the health
+    monitor's verdict: refusing connections, or silent): calls then answer at once instead of
+    waiting out their budget. `liveness` hears each round trip, and tells a call whose
+    deadline was too short for this database from one the database failed.
     `synchronous_replication()` says whether a write given up on may still have committed.
     `on_database_error()` asks the monitor to look again. `database_span(statement)`, when
     tracing is on (tracing.py), is the span around each call's checkout and round trip.
@@ -68,9 +68,6 @@ class ProfileStore:
         )
         if (refusal := self._database_refusal()) is not None:
             raise refusal
-        if self._liveness.silent:
-            self._on_database_error()
-            raise Unavailable("the database is not answering", Reason.DATABASE_NOT_ANSWERING)
         query = query_for(budget.commit_by)
         if self._database_span is None:  # tracing off: not even a no-op span
             return await self._run(query, budget)
