@@ -116,8 +116,8 @@ def _record_row(sub: str) -> bytes:
             await pool.open(wait=True)
             verifier = TokenVerifier(_settings())
             caller = await verifier.verify(tokens.mint(_SECRET, role="authenticated", sub=sub))
-            query = repository.get(caller, sub)
-            raw = db.Query(query.statement, query.params, lambda value: value)
+            params = (caller.role, caller.claims_json, sub)
+            raw = db.Query(repository.GET, params, lambda value: value)
             async with pool.connection() as conn:
                 from profile_service.domain import deadlines
 
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     token = tokens.mint(_SECRET, role="authenticated", sub=sub)
     metadata = (("authorization", f"Bearer {token}"), ("user-agent", "grpc-c/50.0"))
     request = pb.GetRequest()
-    service = ProfileService(_RecordedStore(row), min_retention_days=30)
+    service = ProfileService(
+        repository.ProfileRepository(_RecordedStore(row)), min_retention_days=30
+    )
     servicer = ProfileServicer(service, purge_min_retention_days=30)
     verifier = TokenVerifier(settings)
     layers: list[tuple[str, UnaryInterceptor]] = [

@@ -16,9 +16,8 @@ Failures raise the classes of `profile_service.errors` (re-exported here): `NotF
 that does not hold), ... each with `.code`, `.reason` (google.rpc.ErrorInfo) and `.request_id`.
 """
 
-from profile_service.client.async_profile_client import AsyncProfileClient, AsyncToken
 from profile_service.client.channel import SERVICE_CONFIG, TLS, Token, channel_options
-from profile_service.client.profile_client import ProfileClient
+from profile_service.client.clients import AsyncProfileClient, AsyncToken, ProfileClient
 from profile_service.errors import (
     Aborted,
     AlreadyExists,

@@ -7,8 +7,11 @@ the proto, a migration and the README's limits table.
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+# A profile as the domain holds it, by field name: ids as text, timestamps as integer
+# microseconds since the epoch, None for unset.
+Row = dict[str, Any]
 Kind = Literal["int", "text", "text_list", "json", "uuid", "timestamp", "etag"]
 
 

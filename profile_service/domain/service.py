@@ -1,13 +1,14 @@
 """The use cases. Each decides who may call it, then runs one RLS-scoped transaction.
 
-The database is behind `Store` (store.py, or a fake in the unit tests); errors are the
-ServiceErrors of errors.py, which also says how they are sent.
+The profiles are behind `Profiles` (storage's ProfileRepository, or a fake in the unit
+tests); errors are the ServiceErrors of errors.py, which also says how they are sent.
 """
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from profile_service.domain.caller import Caller
+from profile_service.domain.fields import Row
 from profile_service.domain.validation import (
     DEFAULT_PURGE_BATCH,
     check_fields,
@@ -24,33 +25,63 @@ from profile_service.errors import (
     Reason,
 )
 from profile_service.runtime import metrics
-from profile_service.storage import db, repository
-from profile_service.storage.repository import Row
-
-T = TypeVar("T")
 
 
-class Store(Protocol):
-    """The database as the use cases see it."""
+class Profiles(Protocol):
+    """The profiles as the use cases ask for them, each ask one RLS-scoped transaction run as
+    `caller` within `deadline` (time.monotonic(); None: none). A row RLS hides, or that an
+    etag (empty: any) does not match, is None; a database failure raises a ServiceError."""
 
-    async def run(self, query_for: Callable[[float], db.Query[T]], deadline: float | None) -> T:
-        """Run the query made for the call's commit_by (seconds since the epoch) within the
-        call's budget; raise a ServiceError if the database fails it."""
+    async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row | None:
+        """`owner_id`'s profile."""
+        ...
+
+    async def batch_get(
+        self, caller: Caller, owner_ids: list[str], deadline: float | None
+    ) -> list[Row]:
+        """The profiles of `owner_ids` that exist, in any order."""
+        ...
+
+    async def upsert(
+        self,
+        caller: Caller,
+        changes: Mapping[str, Any],
+        mask: frozenset[str],
+        etag: str,
+        deadline: float | None,
+    ) -> Row | None:
+        """Write the `mask` fields of the caller's profile (absent from `changes`: null)."""
+        ...
+
+    async def soft_delete(self, caller: Caller, etag: str, deadline: float | None) -> Row | None:
+        """Soft-delete the caller's active profile."""
+        ...
+
+    async def undelete(
+        self, caller: Caller, owner_id: str, etag: str, deadline: float | None
+    ) -> Row | None:
+        """Make `owner_id`'s soft-deleted profile active again."""
+        ...
+
+    async def purge_batch(
+        self, caller: Caller, retention_days: int, limit: int, dry_run: bool, deadline: float | None
+    ) -> int:
+        """Delete up to `limit` profiles soft-deleted over `retention_days` ago; how many (with
+        `dry_run`, how many there are, deleting none)."""
         ...
 
 
 class ProfileService:
-    """The use cases, one per RPC, each one statement on `store`."""
+    """The use cases, one per RPC, each one ask of `profiles`."""
 
-    def __init__(self, store: Store, *, min_retention_days: int) -> None:
-        self._store = store
+    def __init__(self, profiles: Profiles, *, min_retention_days: int) -> None:
+        self._profiles = profiles
         self._min_retention_days = min_retention_days
-        self._run = store.run
 
     async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row:
         """A user's own active profile, or (service_role) anyone's, deleted ones included."""
-        query = repository.get(caller, self._owner_named(caller, owner_id))
-        return _found(await self._run(lambda _: query, deadline))
+        owner_id = self._owner_named(caller, owner_id)
+        return _found(await self._profiles.get(caller, owner_id, deadline))
 
     def _owner_named(self, caller: Caller, owner_id: str) -> str:
         """The owner a call acts on: a user's own (naming anyone else's is PermissionDenied);
@@ -82,12 +113,7 @@ class ProfileService:
             + check_fields(changes)
         )
         _own_owner_id(caller, owner_id)
-        return _found(
-            await self._run(
-                lambda commit_by: repository.upsert(caller, changes, mask, etag, commit_by),
-                deadline,
-            )
-        )
+        return _found(await self._profiles.upsert(caller, changes, mask, etag, deadline))
 
     async def soft_delete(
         self, caller: Caller, owner_id: str, deadline: float | None, *, etag: str = ""
@@ -97,11 +123,7 @@ class ProfileService:
         _require_user(caller)
         _raise_if_invalid(check_owner_id(owner_id, "owner_id"))
         _own_owner_id(caller, owner_id)
-        return _found(
-            await self._run(
-                lambda commit_by: repository.soft_delete(caller, etag, commit_by), deadline
-            )
-        )
+        return _found(await self._profiles.soft_delete(caller, etag, deadline))
 
     async def batch_get(
         self, caller: Caller, owner_ids: list[str], deadline: float | None
@@ -115,7 +137,7 @@ class ProfileService:
         _raise_if_invalid(check_owner_ids(owner_ids))
         wanted = [owner.lower() for owner in owner_ids]
         distinct = list(dict.fromkeys(wanted))
-        rows = await self._run(lambda _: repository.batch_get(caller, distinct), deadline)
+        rows = await self._profiles.batch_get(caller, distinct, deadline)
         found = {row["owner_id"]: row for row in rows}
         missing = [owner for owner in distinct if owner not in found]
         if missing:
@@ -132,12 +154,7 @@ class ProfileService:
         """Make a soft-deleted, not yet purged profile active again with all its data: a
         user's own, or (service_role) anyone's; with `etag`, only if the profile has it."""
         owner_id = self._owner_named(caller, owner_id)
-        return _found(
-            await self._run(
-                lambda commit_by: repository.undelete(caller, owner_id, etag, commit_by),
-                deadline,
-            )
-        )
+        return _found(await self._profiles.undelete(caller, owner_id, etag, deadline))
 
     async def purge(
         self,
@@ -158,19 +175,13 @@ class ProfileService:
         days = retention_days or self._min_retention_days
         limit = batch_size or DEFAULT_PURGE_BATCH
         if dry_run:
-            return await self._run(
-                lambda commit_by: repository.purge_batch(caller, days, limit, True, commit_by),
-                deadline,
-            )
+            return await self._profiles.purge_batch(caller, days, limit, True, deadline)
         total = 0
         # One transaction per batch keeps locks short. Stop only on an empty batch: a short one
         # may just mean a concurrent purge took some rows. A caller that cancelled (a CronJob
         # killed, a connection closed for its age) leaves the rest to the next run.
         while True:
-            deleted = await self._run(
-                lambda commit_by: repository.purge_batch(caller, days, limit, False, commit_by),
-                deadline,
-            )
+            deleted = await self._profiles.purge_batch(caller, days, limit, False, deadline)
             total += deleted
             metrics.PURGED.inc(deleted)
             if deleted == 0 or not should_continue():

@@ -120,10 +120,6 @@ class Query(Generic[T]):
     params: tuple[str | None, ...]
     read: Callable[[Value], T]
 
-    def named(self) -> dict[str, str | None]:
-        """The parameters by their statement's names for them."""
-        return dict(zip(self.statement.parameters, self.params, strict=True))
-
 
 @dataclass
 class _Session:

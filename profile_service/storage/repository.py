@@ -9,15 +9,14 @@ the epoch). On the request path this halved the client-side cost of reading a ro
 """
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from profile_service.domain.caller import Caller
-from profile_service.domain.fields import COLUMNS, Field
+from profile_service.domain.fields import COLUMNS, Field, Row
 from profile_service.storage.db import Query, Statement, Value
 
-# A profile as JSON: ids as text, timestamps as integer microseconds, null for unset.
-Row = dict[str, Any]
+T = TypeVar("T")
 
 
 def _as_json(field: Field) -> str:
@@ -87,54 +86,92 @@ def _count(value: Value) -> int:
     return 0 if value is None else int(value)
 
 
-def get(caller: Caller, owner_id: str) -> Query[Row | None]:
-    """The profile of `owner_id` that RLS lets the caller see, if any."""
-    return Query(GET, (caller.role, caller.claims_json, owner_id), _row)
+class Runner(Protocol):
+    """Runs one query within a call's deadline (store.py's ProfileStore)."""
+
+    async def run(self, query_for: Callable[[float], Query[T]], deadline: float | None) -> T:
+        """Run the query made for the call's commit_by (seconds since the epoch)."""
+        ...
 
 
-def batch_get(caller: Caller, owner_ids: list[str]) -> Query[list[Row]]:
-    """The profiles of `owner_ids` that RLS lets the caller see, in no particular order."""
-    # An array literal: the ids are UUIDs checked by validation.
-    return Query(
-        BATCH_GET, (caller.role, caller.claims_json, "{" + ",".join(owner_ids) + "}"), _rows
-    )
+class ProfileRepository:
+    """The profiles as the use cases ask for them (service.Profiles): each method one
+    statement, run by `runner` within the call's `deadline` (time.monotonic(); None: none)."""
 
+    def __init__(self, runner: Runner) -> None:
+        self._run = runner.run
 
-def upsert(
-    caller: Caller, changes: Mapping[str, Any], mask: frozenset[str], etag: str, commit_by: float
-) -> Query[Row | None]:
-    """Create or update the caller's profile: the `mask` fields take their `changes` values
-    (absent: NULL); the others are NULL on create and kept on update. Only if the profile has
-    `etag` (empty: any); nothing is committed after `commit_by` (seconds since the epoch)."""
-    # An array literal: the names are Profile field names checked by validation.
-    mask_literal = "{" + ",".join(sorted(mask)) + "}"
-    params = (caller.claims_json, json.dumps(changes), mask_literal, repr(commit_by), etag)
-    return Query(UPSERT, params, _row)
+    async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row | None:
+        """The profile of `owner_id` that RLS lets the caller see, if any."""
+        query = Query(GET, (caller.role, caller.claims_json, owner_id), _row)
+        return await self._run(lambda _: query, deadline)
 
+    async def batch_get(
+        self, caller: Caller, owner_ids: list[str], deadline: float | None
+    ) -> list[Row]:
+        """The profiles of `owner_ids` that RLS lets the caller see, in no particular order."""
+        # An array literal: the ids are UUIDs checked by validation.
+        ids = "{" + ",".join(owner_ids) + "}"
+        query = Query(BATCH_GET, (caller.role, caller.claims_json, ids), _rows)
+        return await self._run(lambda _: query, deadline)
 
-def soft_delete(caller: Caller, etag: str, commit_by: float) -> Query[Row | None]:
-    """Soft-delete the caller's own active profile, if it has `etag` (empty: any) and unless
-    it is after `commit_by`; the row, or None."""
-    return Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row)
+    async def upsert(
+        self,
+        caller: Caller,
+        changes: Mapping[str, Any],
+        mask: frozenset[str],
+        etag: str,
+        deadline: float | None,
+    ) -> Row | None:
+        """Create or update the caller's profile: the `mask` fields take their `changes` values
+        (absent: NULL); the others are NULL on create and kept on update. Only if the profile
+        has `etag` (empty: any); nothing is committed after the call's deadline."""
+        # An array literal: the names are Profile field names checked by validation.
+        mask_literal = "{" + ",".join(sorted(mask)) + "}"
+        changes_json = json.dumps(changes)
+        return await self._run(
+            lambda commit_by: Query(
+                UPSERT,
+                (caller.claims_json, changes_json, mask_literal, repr(commit_by), etag),
+                _row,
+            ),
+            deadline,
+        )
 
+    async def soft_delete(self, caller: Caller, etag: str, deadline: float | None) -> Row | None:
+        """Soft-delete the caller's own active profile, if it has `etag` (empty: any); the row,
+        or None."""
+        return await self._run(
+            lambda commit_by: Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row),
+            deadline,
+        )
 
-def undelete(caller: Caller, owner_id: str, etag: str, commit_by: float) -> Query[Row | None]:
-    """Make `owner_id`'s soft-deleted profile active again, if it has `etag` (empty: any) and
-    unless it is after `commit_by`; the row, or None (absent or purged)."""
-    params = (caller.role, caller.claims_json, owner_id, repr(commit_by), etag)
-    return Query(UNDELETE, params, _row)
+    async def undelete(
+        self, caller: Caller, owner_id: str, etag: str, deadline: float | None
+    ) -> Row | None:
+        """Make `owner_id`'s soft-deleted profile active again, if it has `etag` (empty: any);
+        the row, or None (absent or purged)."""
+        return await self._run(
+            lambda commit_by: Query(
+                UNDELETE,
+                (caller.role, caller.claims_json, owner_id, repr(commit_by), etag),
+                _row,
+            ),
+            deadline,
+        )
 
-
-def purge_batch(
-    caller: Caller, retention_days: int, limit: int, dry_run: bool, commit_by: float
-) -> Query[int]:
-    """Delete up to `limit` profiles deleted over `retention_days` ago (or count them all),
-    unless it is after `commit_by`."""
-    params = (
-        caller.claims_json,
-        str(retention_days),
-        str(limit),
-        "true" if dry_run else "false",
-        repr(commit_by),
-    )
-    return Query(PURGE, params, _count)
+    async def purge_batch(
+        self,
+        caller: Caller,
+        retention_days: int,
+        limit: int,
+        dry_run: bool,
+        deadline: float | None,
+    ) -> int:
+        """Delete up to `limit` profiles deleted over `retention_days` ago (or, with
+        `dry_run`, count them all)."""
+        flag = "true" if dry_run else "false"
+        params = (caller.claims_json, str(retention_days), str(limit), flag)
+        return await self._run(
+            lambda commit_by: Query(PURGE, (*params, repr(commit_by)), _count), deadline
+        )

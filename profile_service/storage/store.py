@@ -1,6 +1,6 @@
-"""The database as the use cases see it (service.Store): one query per call, run on a pooled
-connection within the call's budget, and every psycopg failure turned into the ServiceError a
-caller can act on (errors.py)."""
+"""How repository.py's queries reach the database (repository.Runner): one query per call,
+run on a pooled connection within the call's budget, and every psycopg failure turned into the
+ServiceError a caller can act on (errors.py)."""
 
 import time
 from collections.abc import Callable

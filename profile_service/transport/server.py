@@ -207,7 +207,9 @@ async def _start(
         on_database_error=monitor.recheck,
         database_span=None if tracing is None else tracing.database_span(),
     )
-    service = ProfileService(store, min_retention_days=settings.purge_min_retention_days)
+    service = ProfileService(
+        repository.ProfileRepository(store), min_retention_days=settings.purge_min_retention_days
+    )
     admission = Admission()
     # One bound for the process: the health port's calls count against it too.
     unfinished = UnfinishedRequests()

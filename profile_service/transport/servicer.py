@@ -9,11 +9,10 @@ from google.protobuf import struct_pb2
 
 from profile_service import errors
 from profile_service.auth.verify import current_caller
-from profile_service.domain.fields import FIELDS, of_kind
+from profile_service.domain.fields import FIELDS, Row, of_kind
 from profile_service.domain.service import ProfileService
 from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import ServiceError
-from profile_service.storage.repository import Row
 from profile_service.transport import call_notes
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc

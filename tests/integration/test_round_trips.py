@@ -24,6 +24,7 @@ from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import Unavailable
 from profile_service.storage import db, repository
 from profile_service.storage.liveness import DatabaseLiveness
+from profile_service.storage.repository import ProfileRepository
 from profile_service.storage.store import ProfileStore
 from tests.conftest import ThrowawayDatabase
 from tests.pgbouncer import VIA_PGBOUNCER
@@ -95,7 +96,9 @@ def service_and_trace(
 
         try:
             service = ProfileService(
-                ProfileStore(pool, db_timeout_seconds=5, liveness=DatabaseLiveness(1.0)),
+                ProfileRepository(
+                    ProfileStore(pool, db_timeout_seconds=5, liveness=DatabaseLiveness(1.0))
+                ),
                 min_retention_days=30,
             )
             yield Traced(service, pool, messages_since_last_call, request.param, run)

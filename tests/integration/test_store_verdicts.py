@@ -17,6 +17,7 @@ from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import OutOfTime, ServiceError, Unavailable
 from profile_service.storage import db, repository
 from profile_service.storage.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
+from profile_service.storage.repository import ProfileRepository
 from profile_service.storage.store import ProfileStore
 from tests.conftest import ThrowawayDatabase
 
@@ -58,7 +59,8 @@ def test_a_lock_wait_is_deadline_exceeded_only_when_the_deadline_was_too_short(
         await pool.open(wait=True)
         liveness = DatabaseLiveness(1.0)
         service = ProfileService(
-            ProfileStore(pool, db_timeout_seconds=5, liveness=liveness), min_retention_days=30
+            ProfileRepository(ProfileStore(pool, db_timeout_seconds=5, liveness=liveness)),
+            min_retention_days=30,
         )
         caller = _caller()
         fields = frozenset(WRITABLE_FIELDS)

@@ -1,5 +1,5 @@
-"""The limits the README states are the code's own (fields.FIELDS, the purge and batch bounds):
-written once in the code, every mention held to it here."""
+"""The limits and RPCs the README states are the code's own (fields.FIELDS, the purge and batch
+bounds, the proto's RPCs): written once in the code, every mention held to it here."""
 
 import re
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 from profile_service.domain.fields import FIELDS, Field
 from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS
 from profile_service.domain.validation import BATCH_MAX_IDS, DEFAULT_PURGE_BATCH, PURGE_MAX_BATCH
+from profile_service.v1 import profile_service_pb2 as pb
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -50,3 +51,9 @@ def test_the_purge_and_batch_bounds_in_the_readme_are_the_code_s() -> None:
     assert f"over {BATCH_MAX_IDS} or a non-UUID" in README
     operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     assert f"| `PURGE_MIN_RETENTION_DAYS` | {DATABASE_PURGE_FLOOR_DAYS} |" in operations
+
+
+def test_the_readme_s_rpc_table_has_a_row_per_rpc_of_the_proto_in_its_order() -> None:
+    service = pb.DESCRIPTOR.services_by_name["ProfileService"]
+    rows = re.findall(r"^\| `(\w+)\(", README, re.M)
+    assert rows == [method.name for method in service.methods]
