@@ -115,8 +115,14 @@ class JwksKeySet:
         except KeyError:
             raise UnknownKey from None
 
+    def may_fetch(self, now: float | None = None) -> bool:
+        """Whether a kid the set lacks would start a fetch now: none under way, and the last
+        one started at least the minimum refetch interval ago."""
+        now = time.monotonic() if now is None else now
+        return self._fetch is None and now - self._attempted_at >= self._min_refetch_seconds
+
     def _maybe_fetch(self, now: float) -> None:
-        if self._fetch is None and now - self._attempted_at >= self._min_refetch_seconds:
+        if self.may_fetch(now):
             self._attempted_at = now
             self._fetch = asyncio.get_running_loop().create_task(self._refresh())
 

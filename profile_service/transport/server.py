@@ -118,6 +118,11 @@ class RunningServer:
     _stopped: bool = field(default=False)
 
     @property
+    def jwks(self) -> JwksKeySet | None:
+        """The JWKS key set the server verifies with (JWT_JWKS_URL), else None."""
+        return self._serving.jwks
+
+    @property
     def health_port(self) -> int | None:
         """The plaintext health-only port (with TLS on), else None."""
         return self._serving.health_port

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,7 +152,9 @@ def test_sigterm_lets_in_flight_calls_finish_on_every_worker_then_exits_zero(
                 key = ("profile_requests_total", (("code", "OK"), ("method", "Upsert")))
                 assert samples[key] == 1
                 process.send_signal(signal.SIGTERM)
-                time.sleep(0.5)
+                # Both workers have begun to drain, and the calls they hold keep them up.
+                drained = tmp_path / "server.log"
+                assert wait_for(lambda: drained.read_text().count("draining calls") == 2)
                 assert process.poll() is None, "exited before its calls finished"
             for t in threads:
                 t.join()

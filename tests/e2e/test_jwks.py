@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -163,14 +163,28 @@ def short_refetch() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def channel(
+def served(
     test_db: ThrowawayDatabase, jwks_server: JwksServer, short_refetch: None
-) -> Iterator[grpc.Channel]:
+) -> Iterator[tuple[server.RunningServer, grpc.Channel]]:
     """A server with JWT_JWKS_URL and JWT_SECRET, once its start-up fetch is done."""
     env = server_env(test_db.service_url, JWT_JWKS_URL=jwks_server.url)
-    with serving(env) as (_, channel):
+    with serving(env) as (running, channel):
         assert _wait(lambda: jwks_server.requests >= 1)
-        yield channel
+        yield running, channel
+
+
+@pytest.fixture
+def channel(served: tuple[server.RunningServer, grpc.Channel]) -> grpc.Channel:
+    return served[1]
+
+
+@pytest.fixture
+def fetch_allowed(served: tuple[server.RunningServer, grpc.Channel]) -> Callable[[], bool]:
+    """Waits until the server's key set would fetch again for a kid it lacks (the refetch
+    interval since the last fetch, which an earlier test may have caused, has passed)."""
+    key_set = served[0].jwks
+    assert key_set is not None
+    return lambda: _wait(key_set.may_fetch)
 
 
 @pytest.fixture
@@ -268,9 +282,9 @@ def test_an_asymmetric_token_without_a_kid_is_refused(stub: pb_grpc.ProfileServi
 
 
 def test_a_flood_of_unknown_kids_fetches_the_keys_at_most_twice(
-    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
+    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer, fetch_allowed: Callable[[], bool]
 ) -> None:
-    time.sleep(REFETCH_SECONDS)  # a fetch is allowed again: the flood may cause one
+    assert fetch_allowed()  # the flood may cause one fetch
     # As many calls at once as one connection may carry: beyond that, a burst that ends
     # together can have gRPC refuse the next streams (docs/operations.md, section 12).
     flood = server.MAX_STREAMS_PER_CONNECTION
@@ -283,9 +297,9 @@ def test_a_flood_of_unknown_kids_fetches_the_keys_at_most_twice(
 
 
 def test_a_key_rotated_in_is_picked_up_after_the_refetch_interval(
-    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
+    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer, fetch_allowed: Callable[[], bool]
 ) -> None:
-    time.sleep(REFETCH_SECONDS)
+    assert fetch_allowed()
     _refused(stub, ES.token(kid="not-yet"))  # a fetch now: the next one waits an interval
     fetches = jwks_server.requests
     rotated = SigningKey.es256("es-key-2")
@@ -294,16 +308,19 @@ def test_a_key_rotated_in_is_picked_up_after_the_refetch_interval(
         _refused(stub, rotated.token())[1] == "token signed by an unknown key ('kid' not published)"
     )
     assert jwks_server.requests == fetches  # refused without asking the issuer again
-    time.sleep(REFETCH_SECONDS)
+    assert fetch_allowed()  # the refetch interval has passed
     _not_found(stub, bearer(rotated.token()))
     assert jwks_server.requests == fetches + 1
     _not_found(stub, bearer(ES.token()))  # the keys before it still count
 
 
 def test_a_slow_jwks_server_holds_up_only_the_calls_waiting_for_its_keys(
-    channel: grpc.Channel, stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
+    channel: grpc.Channel,
+    stub: pb_grpc.ProfileServiceStub,
+    jwks_server: JwksServer,
+    fetch_allowed: Callable[[], bool],
 ) -> None:
-    time.sleep(REFETCH_SECONDS)
+    assert fetch_allowed()
     jwks_server.delay = 2.0
     fetches = jwks_server.requests
     started = time.monotonic()
@@ -359,13 +376,14 @@ def test_keys_become_usable_once_the_jwks_server_answers(
     down = JwksServer([ES])
     down.status = 503
     try:
-        with serving(server_env(test_db.service_url, JWT_JWKS_URL=down.url)) as (_, channel):
+        env = server_env(test_db.service_url, JWT_JWKS_URL=down.url)
+        with serving(env) as (running, channel):
             stub = pb_grpc.ProfileServiceStub(channel)
             assert _wait(lambda: down.requests >= 1)
             assert _refused(stub, ES.token())[0] == "SIGNING_KEYS_UNAVAILABLE"
             _not_found(stub, user(uuid.uuid4()))
             down.status = 200
-            time.sleep(REFETCH_SECONDS)
+            assert running.jwks is not None and _wait(running.jwks.may_fetch)
             # The first call starts a fetch; while the last one failed, it is told at once to
             # retry (SIGNING_KEYS_UNAVAILABLE). The fetch succeeds, and the retry passes.
             assert _wait(lambda: _passes_authentication(stub, bearer(ES.token())))
@@ -408,9 +426,9 @@ def test_a_stale_key_set_is_refreshed_in_the_background(jwks_server: JwksServer)
     before = jwks_server.requests
 
     async def main() -> None:
-        keys = JwksKeySet(jwks_server.url, refresh_seconds=0.2, min_refetch_seconds=0)
+        # Stale as soon as fetched.
+        keys = JwksKeySet(jwks_server.url, refresh_seconds=0, min_refetch_seconds=0)
         assert (await keys.key(ES.kid)).algorithm_name == "ES256"
-        await asyncio.sleep(0.3)
         jwks_server.delay = 1.0
         started = time.monotonic()
         assert (await keys.key(ES.kid)).algorithm_name == "ES256"  # the cached key, at once
@@ -472,9 +490,9 @@ def test_while_fetches_fail_an_unknown_kid_is_answered_at_once(jwks_server: Jwks
 
 
 def test_a_kid_call_waits_for_a_hanging_issuer_at_most_half_its_deadline(
-    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer
+    stub: pb_grpc.ProfileServiceStub, jwks_server: JwksServer, fetch_allowed: Callable[[], bool]
 ) -> None:
-    time.sleep(REFETCH_SECONDS)  # a fetch may start
+    assert fetch_allowed()
     jwks_server.delay = 3.0
     started = time.monotonic()
     error = rpc_error(

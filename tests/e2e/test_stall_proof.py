@@ -58,6 +58,11 @@ def _assert_serving_again(
     assert stub.Get(pb.GetRequest(), metadata=md, timeout=5).age == 30
 
 
+def _pool_in_use_and_waiting(metrics_port: int) -> tuple[float, float]:
+    samples = scrape(metrics_port)
+    return samples[("profile_db_pool_in_use", ())], samples[("profile_db_pool_waiting", ())]
+
+
 def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
@@ -104,7 +109,7 @@ def proxied_server(
 def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_time(
     proxied_server: tuple[TcpProxy, grpc.Channel, object],
 ) -> None:
-    proxy, channel, _ = proxied_server
+    proxy, channel, running = proxied_server
     stub = pb_grpc.ProfileServiceStub(channel)
     _, md = _saved_user(stub)
     proxy.freeze()
@@ -114,9 +119,11 @@ def test_a_frozen_database_leaves_health_answered_and_every_call_unavailable_in_
             pool.submit(rpc_error, lambda: stub.Get(pb.GetRequest(), metadata=md, timeout=2))
             for _ in range(40)
         ]
-        # Meanwhile every probe is answered (within its 1 s deadline): readiness follows the
-        # database, liveness stays SERVING so the pod is not restarted.
-        time.sleep(0.3)
+        # Once all are stuck (4 on the pool's connections, 36 waiting for one), every probe is
+        # still answered (within its 1 s deadline): readiness follows the database, liveness
+        # stays SERVING so the pod is not restarted.
+        metrics_port = running.metrics_port  # type: ignore[attr-defined]
+        assert wait_for(lambda: _pool_in_use_and_waiting(metrics_port) == (4, 36))
         for name in HEALTH_NAMES:
             assert health(channel, name) != -1, name
         assert health(channel, "liveness") == SERVING
