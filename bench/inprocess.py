@@ -106,13 +106,7 @@ def _record_row(sub: str) -> bytes:
             )
 
         async def fetch() -> bytes:
-            pool = db.create_pool(
-                bench_db.service_url,
-                size=1,
-                prepare=True,
-                statements=repository.STATEMENTS,
-                timeout_ms=5000,
-            )
+            pool = repository.create_pool(bench_db.service_url, size=1)
             await pool.open(wait=True)
             verifier = TokenVerifier(_settings())
             caller = await verifier.verify(tokens.mint(_SECRET, role="authenticated", sub=sub))

@@ -12,8 +12,11 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from psycopg_pool import AsyncConnectionPool
+
 from profile_service.domain.caller import Caller
 from profile_service.domain.fields import COLUMNS, Field, Row
+from profile_service.storage import db
 from profile_service.storage.db import Query, Statement, Value
 
 T = TypeVar("T")
@@ -71,6 +74,15 @@ PURGE = Statement(
     writes=True,
 )
 STATEMENTS = (GET, UPSERT, SOFT_DELETE, UNDELETE, BATCH_GET, PURGE)
+
+
+def create_pool(
+    conninfo: str, *, size: int, prepare: bool = True, timeout_ms: int = 5000
+) -> AsyncConnectionPool:
+    """A closed pool for the profile statements (db.create_pool with `STATEMENTS`)."""
+    return db.create_pool(
+        conninfo, size=size, prepare=prepare, statements=STATEMENTS, timeout_ms=timeout_ms
+    )
 
 
 def _row(value: Value) -> Row | None:

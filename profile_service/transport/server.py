@@ -29,7 +29,7 @@ from profile_service.domain.validation import MAX_REQUEST_BYTES
 from profile_service.runtime import logs, metrics
 from profile_service.runtime.config import Settings
 from profile_service.runtime.memory import HeapTrimmer
-from profile_service.storage import db, repository, startup_check
+from profile_service.storage import repository, startup_check
 from profile_service.storage.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.storage.liveness import DatabaseLiveness
 from profile_service.storage.store import ProfileStore
@@ -186,11 +186,10 @@ async def _start(
     settings: Settings, host: str, reuse_port: bool, tracing: "Tracing | None"
 ) -> _Serving:
     logs.redact_grpc_logs()
-    pool = db.create_pool(
+    pool = repository.create_pool(
         settings.database_url,
         size=settings.db_pool_size,
         prepare=settings.db_prepare,
-        statements=repository.STATEMENTS,
         timeout_ms=deadlines.statement_timeout_ms(None, settings.db_timeout_seconds),
     )
     await pool.open(wait=False)

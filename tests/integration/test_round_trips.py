@@ -22,7 +22,7 @@ from profile_service.domain.caller import Caller
 from profile_service.domain.service import ProfileService
 from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import Unavailable
-from profile_service.storage import db, repository
+from profile_service.storage import repository
 from profile_service.storage.liveness import DatabaseLiveness
 from profile_service.storage.repository import ProfileRepository
 from profile_service.storage.store import ProfileStore
@@ -72,13 +72,7 @@ def service_and_trace(
     admin: Any,
     run: Callable[[Awaitable[Any]], Any],
 ) -> Iterator["Traced"]:
-    pool: AsyncConnectionPool = db.create_pool(
-        test_db.service_url,
-        size=1,
-        prepare=request.param,
-        statements=repository.STATEMENTS,
-        timeout_ms=5000,
-    )
+    pool = repository.create_pool(test_db.service_url, size=1, prepare=request.param)
     run(pool.open(wait=True))
     with tempfile.TemporaryFile(mode="w+") as trace_file:
         conn = run(pool.getconn())  # the only connection: every call below uses it
@@ -153,13 +147,7 @@ def test_a_new_connection_is_set_up_before_its_first_call(
     test_db: ThrowawayDatabase, admin: Any, run: Callable[[Awaitable[Any]], Any]
 ) -> None:
     """The statements are prepared, and the timeout set, when the pool opens a connection."""
-    pool = db.create_pool(
-        test_db.service_url,
-        size=1,
-        prepare=True,
-        statements=repository.STATEMENTS,
-        timeout_ms=1234,
-    )
+    pool = repository.create_pool(test_db.service_url, size=1, timeout_ms=1234)
     run(pool.open(wait=True))
     try:
         names = {row[0] for row in run(_one_value(pool, "SELECT name FROM pg_prepared_statements"))}

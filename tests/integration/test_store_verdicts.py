@@ -15,7 +15,7 @@ from profile_service.domain.caller import Caller
 from profile_service.domain.service import ProfileService
 from profile_service.domain.validation import WRITABLE_FIELDS
 from profile_service.errors import OutOfTime, ServiceError, Unavailable
-from profile_service.storage import db, repository
+from profile_service.storage import repository
 from profile_service.storage.liveness import SHORT_WINDOW_FACTOR, DatabaseLiveness
 from profile_service.storage.repository import ProfileRepository
 from profile_service.storage.store import ProfileStore
@@ -49,13 +49,7 @@ def test_a_lock_wait_is_deadline_exceeded_only_when_the_deadline_was_too_short(
     test_db: ThrowawayDatabase, loop: asyncio.AbstractEventLoop
 ) -> None:
     async def scenario() -> tuple[ServiceError, ServiceError, float]:
-        pool = db.create_pool(
-            test_db.service_url,
-            size=2,
-            prepare=True,
-            statements=repository.STATEMENTS,
-            timeout_ms=5000,
-        )
+        pool = repository.create_pool(test_db.service_url, size=2)
         await pool.open(wait=True)
         liveness = DatabaseLiveness(1.0)
         service = ProfileService(
