@@ -117,6 +117,11 @@ class RunningServer:
     tracing: "Tracing | None" = None
     _stopped: bool = field(default=False)
 
+    def pool_stats(self) -> dict[str, int]:
+        """This server's database pool, in numbers (psycopg_pool's get_stats): unlike the
+        process-wide metrics, its own even beside other servers in the same process."""
+        return self._serving.pool.get_stats()
+
     @property
     def jwks(self) -> JwksKeySet | None:
         """The JWKS key set the server verifies with (JWT_JWKS_URL), else None."""
