@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     REQUEST_NOT_RECEIVED = "REQUEST_NOT_RECEIVED"
     NO_TIME_LEFT = "NO_TIME_LEFT"
     DEADLINE_TOO_SHORT = "DEADLINE_TOO_SHORT"
+    UNDECRYPTABLE_FIELD = "UNDECRYPTABLE_FIELD"
     INTERNAL = "INTERNAL"
 
 
@@ -199,6 +200,7 @@ REASON_CLASSES: dict[Reason, type[ServiceError]] = {
     Reason.REQUEST_NOT_RECEIVED: ResourceExhausted,
     Reason.NO_TIME_LEFT: OutOfTime,
     Reason.DEADLINE_TOO_SHORT: OutOfTime,
+    Reason.UNDECRYPTABLE_FIELD: Internal,
     Reason.INTERNAL: Internal,
 }
 

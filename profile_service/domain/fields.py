@@ -22,6 +22,7 @@ class Field:
     `low`/`high`: an int's inclusive range; `max_chars`: a text's (or a list item's) length;
     `max_items`: a list's length; `max_bytes`: a JSON value's size as compact JSON.
     `column`: False for an output-only field computed from the row, not stored.
+    `sealed`: stored encrypted when PROFILE_ENCRYPTION_KEYS is set (storage/field_cipher.py).
     """
 
     name: str
@@ -33,6 +34,7 @@ class Field:
     max_chars: int = 0
     max_items: int = 0
     max_bytes: int = 0
+    sealed: bool = False
 
 
 FIELDS = (
@@ -44,7 +46,8 @@ FIELDS = (
     Field("height_cm", "int", low=50, high=272),
     Field("weight_kg", "int", low=20, high=650),
     Field("experience_level", "text", max_chars=64),
-    Field("limitations", "text", max_chars=2000),
+    # Injuries and medical conditions: health data (GDPR Art. 9), sealed at rest.
+    Field("limitations", "text", max_chars=2000, sealed=True),
     Field("primary_goal", "text", max_chars=200),
     Field("available_equipment", "text_list", max_items=50, max_chars=100),
     Field("session_length", "text", max_chars=32),
@@ -60,6 +63,7 @@ FIELDS = (
 COLUMNS = tuple(f for f in FIELDS if f.column)
 BY_NAME = {f.name: f for f in FIELDS}
 WRITABLE = tuple(f for f in FIELDS if f.writable)
+SEALED = tuple(f.name for f in FIELDS if f.sealed)
 
 
 def of_kind(kind: Kind) -> tuple[Field, ...]:

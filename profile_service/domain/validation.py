@@ -6,6 +6,7 @@ table); the request-level ones are here.
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -124,9 +125,16 @@ def check_purge(retention_days: int, batch_size: int, min_retention: int) -> lis
     return faults
 
 
+# Unicode's noncharacters U+FDD0..U+FDEF, "for internal use": never in what a caller writes,
+# so storage may mark its own values with one (a sealed field starts with U+FDD0).
+_NONCHARACTERS = re.compile("[\ufdd0-\ufdef]")
+
+
 def _check_text(path: str, text: str, field: Field) -> list[FieldViolation]:
     if "\x00" in text:
         return [FieldViolation(path, "must not contain NUL characters")]
+    if _NONCHARACTERS.search(text):
+        return [FieldViolation(path, "must not contain Unicode noncharacters (U+FDD0..U+FDEF)")]
     if len(text) > field.max_chars:
         return [FieldViolation(path, f"must be at most {field.max_chars} characters")]
     return []

@@ -1,4 +1,4 @@
-"""The `profile-service` command: migrate, serve, purge, token."""
+"""The `profile-service` command: migrate, serve, purge, reencrypt, token."""
 
 import argparse
 import os
@@ -6,7 +6,15 @@ import sys
 
 from profile_service.domain.retention import DATABASE_PURGE_FLOOR_DAYS
 from profile_service.domain.validation import DEFAULT_PURGE_BATCH
-from profile_service.runtime.config import ConfigError, Settings, SigningSettings
+from profile_service.runtime.config import (
+    ConfigError,
+    ReencryptSettings,
+    Settings,
+    SigningSettings,
+)
+
+# Rows a `reencrypt` transaction reads and reseals: short locks, few round trips.
+DEFAULT_REENCRYPT_BATCH = 500
 
 
 def _migrate(_: argparse.Namespace) -> int:
@@ -108,6 +116,38 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reencrypt(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from profile_service.runtime import logs
+    from profile_service.storage import reencrypt
+    from profile_service.storage.field_cipher import FieldCipher
+
+    settings = ReencryptSettings.from_env()
+    logs.configure("INFO")
+    cipher = FieldCipher(settings.encryption_keys)
+    try:
+        counts = reencrypt.reencrypt(
+            settings.database_url, cipher, batch_size=args.batch_size, dry_run=args.dry_run
+        )
+    except psycopg.Error as exc:
+        # The SQLSTATE and its class, not the error's text (it may quote a value).
+        print(
+            f"reencrypt failed: database error {exc.sqlstate or type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 1
+    print(counts.summary(args.dry_run))
+    if counts.undecryptable:
+        print(
+            f"reencrypt: {counts.undecryptable} values could not be decrypted with the "
+            "configured keys (each logged with its profile id); they were left as they are",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _read(path: str | None) -> bytes | None:
     if path is None:
         return None
@@ -164,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, help="seconds to wait for the call (default: 600)"
     )
     purge.set_defaults(handler=_purge)
+
+    reencrypt = commands.add_parser(
+        "reencrypt",
+        help="seal every limitations value with the first key of PROFILE_ENCRYPTION_KEYS "
+        "(plaintext and older keys), beside live traffic; print the counts",
+    )
+    reencrypt.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_REENCRYPT_BATCH,
+        help=f"rows per transaction (default: {DEFAULT_REENCRYPT_BATCH})",
+    )
+    reencrypt.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    reencrypt.set_defaults(handler=_reencrypt)
 
     token = commands.add_parser("token", help="mint a token for grpcurl; prints only the token")
     token.add_argument("--sub", help="the user's UUID (required for role authenticated)")

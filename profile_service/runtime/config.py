@@ -1,8 +1,11 @@
 """Settings from the environment, read and validated once at start-up."""
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -16,6 +19,11 @@ N = TypeVar("N", int, float)
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 # With TLS on, health is also served in plaintext here: the kubelet's gRPC probe speaks no TLS.
 DEFAULT_TLS_HEALTH_PORT = 50052
+# PROFILE_ENCRYPTION_KEYS: AES-256 keys, each named (the name is stored beside what it seals).
+ENCRYPTION_KEY_BYTES = 32
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A key's name and its bytes; the first of a tuple of them encrypts, all decrypt.
+EncryptionKey = tuple[str, bytes]
 
 
 def _event_loop(reader: "_Reader") -> str:
@@ -69,6 +77,8 @@ class Settings:
     event_loop: str = "uvloop"
     # Where spans go: "otlp" and/or "console"; empty when tracing is off (the default).
     tracing_exporters: tuple[str, ...] = ()
+    # PROFILE_ENCRYPTION_KEYS; empty: `limitations` is written in clear. Never in a repr.
+    encryption_keys: tuple[EncryptionKey, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -155,9 +165,67 @@ class Settings:
             ),
             event_loop=_event_loop(reader),
             tracing_exporters=_tracing_exporters(reader),
+            encryption_keys=_encryption_keys(reader),
         )
         reader.raise_if_faulty()
         return settings
+
+
+@dataclass(frozen=True)
+class ReencryptSettings:
+    """What `profile-service reencrypt` needs: the service's database login and its keys."""
+
+    database_url: str
+    encryption_keys: tuple[EncryptionKey, ...] = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ReencryptSettings":
+        """Read DATABASE_URL and PROFILE_ENCRYPTION_KEYS (required here); raise ConfigError."""
+        reader = _Reader(os.environ if env is None else env)
+        url = reader.required("DATABASE_URL")
+        keys = _encryption_keys(reader)
+        if not keys and reader.text("PROFILE_ENCRYPTION_KEYS") is None:
+            reader.fault("PROFILE_ENCRYPTION_KEYS", "is required (the keys to encrypt with)")
+        settings = cls(url, keys)
+        reader.raise_if_faulty()
+        return settings
+
+
+def _encryption_keys(reader: "_Reader") -> tuple[EncryptionKey, ...]:
+    """PROFILE_ENCRYPTION_KEYS: `name:base64key[,name:base64key...]`. A fault names the entry
+    by its position and name, never its key material."""
+    raw = reader.text("PROFILE_ENCRYPTION_KEYS")
+    if raw is None:
+        return ()
+    keys: list[EncryptionKey] = []
+    for position, entry in enumerate(raw.split(","), start=1):
+        name, colon, encoded = entry.strip().partition(":")
+        where = f"entry {position}"
+        if not colon or not name:
+            reader.fault("PROFILE_ENCRYPTION_KEYS", f"{where} is not name:base64key")
+            continue
+        if not _KEY_NAME.fullmatch(name):
+            reader.fault(
+                "PROFILE_ENCRYPTION_KEYS",
+                f"{where}: a key name is 1 to 64 of A-Z a-z 0-9 _ . -",
+            )
+            continue
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            reader.fault("PROFILE_ENCRYPTION_KEYS", f"key {name!r} is not base64")
+            continue
+        if len(key) != ENCRYPTION_KEY_BYTES:
+            reader.fault(
+                "PROFILE_ENCRYPTION_KEYS",
+                f"key {name!r} must be {ENCRYPTION_KEY_BYTES} bytes, got {len(key)}",
+            )
+            continue
+        if name in (known for known, _ in keys):
+            reader.fault("PROFILE_ENCRYPTION_KEYS", f"key name {name!r} appears twice")
+            continue
+        keys.append((name, key))
+    return tuple(keys)
 
 
 @dataclass(frozen=True)

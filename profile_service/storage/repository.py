@@ -9,17 +9,21 @@ the epoch). On the request path this halved the client-side cost of reading a ro
 """
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
 from profile_service.domain.caller import Caller
-from profile_service.domain.fields import COLUMNS, Field, Row
+from profile_service.domain.fields import COLUMNS, SEALED, Field, Row
+from profile_service.errors import Internal, Reason
 from profile_service.storage import db
 from profile_service.storage.db import Query, Statement, Value
+from profile_service.storage.field_cipher import FieldCipher, Undecryptable, is_sealed
 
 T = TypeVar("T")
+_LOGGER = logging.getLogger(__name__)
 
 
 def _as_json(field: Field) -> str:
@@ -108,15 +112,19 @@ class Runner(Protocol):
 
 class ProfileRepository:
     """The profiles as the use cases ask for them (service.Profiles): each method one
-    statement, run by `runner` within the call's `deadline` (time.monotonic(); None: none)."""
+    statement, run by `runner` within the call's `deadline` (time.monotonic(); None: none).
 
-    def __init__(self, runner: Runner) -> None:
+    The sealed fields (fields.SEALED) are sealed by `cipher` on the way in and opened on the
+    way out: above this class they are plaintext."""
+
+    def __init__(self, runner: Runner, cipher: FieldCipher | None = None) -> None:
         self._run = runner.run
+        self._cipher = cipher or FieldCipher(())
 
     async def get(self, caller: Caller, owner_id: str, deadline: float | None) -> Row | None:
         """The profile of `owner_id` that RLS lets the caller see, if any."""
         query = Query(GET, (caller.role, caller.claims_json, owner_id), _row)
-        return await self._run(lambda _: query, deadline)
+        return self._opened(await self._run(lambda _: query, deadline))
 
     async def batch_get(
         self, caller: Caller, owner_ids: list[str], deadline: float | None
@@ -125,7 +133,10 @@ class ProfileRepository:
         # An array literal: the ids are UUIDs checked by validation.
         ids = "{" + ",".join(owner_ids) + "}"
         query = Query(BATCH_GET, (caller.role, caller.claims_json, ids), _rows)
-        return await self._run(lambda _: query, deadline)
+        rows = await self._run(lambda _: query, deadline)
+        for row in rows:
+            self._opened(row)
+        return rows
 
     async def upsert(
         self,
@@ -140,8 +151,8 @@ class ProfileRepository:
         has `etag` (empty: any); nothing is committed after the call's deadline."""
         # An array literal: the names are Profile field names checked by validation.
         mask_literal = "{" + ",".join(sorted(mask)) + "}"
-        changes_json = json.dumps(changes)
-        return await self._run(
+        changes_json = json.dumps(self._sealed(caller, changes))
+        row = await self._run(
             lambda commit_by: Query(
                 UPSERT,
                 (caller.claims_json, changes_json, mask_literal, repr(commit_by), etag),
@@ -149,21 +160,23 @@ class ProfileRepository:
             ),
             deadline,
         )
+        return self._opened(row)
 
     async def soft_delete(self, caller: Caller, etag: str, deadline: float | None) -> Row | None:
         """Soft-delete the caller's own active profile, if it has `etag` (empty: any); the row,
         or None."""
-        return await self._run(
+        row = await self._run(
             lambda commit_by: Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row),
             deadline,
         )
+        return self._opened(row)
 
     async def undelete(
         self, caller: Caller, owner_id: str, etag: str, deadline: float | None
     ) -> Row | None:
         """Make `owner_id`'s soft-deleted profile active again, if it has `etag` (empty: any);
         the row, or None (absent or purged)."""
-        return await self._run(
+        row = await self._run(
             lambda commit_by: Query(
                 UNDELETE,
                 (caller.role, caller.claims_json, owner_id, repr(commit_by), etag),
@@ -171,6 +184,7 @@ class ProfileRepository:
             ),
             deadline,
         )
+        return self._opened(row)
 
     async def purge_batch(
         self,
@@ -187,3 +201,33 @@ class ProfileRepository:
         return await self._run(
             lambda commit_by: Query(PURGE, (*params, repr(commit_by)), _count), deadline
         )
+
+    def _sealed(self, caller: Caller, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`changes` as stored: the sealed fields among them sealed for the caller's row."""
+        if not self._cipher.seals:
+            return changes
+        assert caller.sub is not None  # only users write (service.upsert)
+        sealed = dict(changes)
+        for name in SEALED:
+            if sealed.get(name) is not None:
+                sealed[name] = self._cipher.seal(name, caller.sub, sealed[name])
+        return sealed
+
+    def _opened(self, row: Row | None) -> Row | None:
+        """`row` with its sealed fields opened; a field that cannot be opened fails the call
+        (INTERNAL), logged with the key's name and the profile's id, never the data."""
+        if row is None:
+            return None
+        for name in SEALED:
+            stored = row[name]
+            if stored is not None and is_sealed(stored):
+                try:
+                    row[name] = self._cipher.open(name, row["owner_id"], stored)
+                except Undecryptable as exc:
+                    _LOGGER.error(
+                        "profile %s: field %s cannot be decrypted (%s)", row["id"], name, exc
+                    )
+                    raise Internal(
+                        f"the profile's {name} cannot be decrypted", Reason.UNDECRYPTABLE_FIELD
+                    ) from None
+        return row

@@ -30,6 +30,7 @@ from profile_service.runtime import logs, metrics
 from profile_service.runtime.config import Settings
 from profile_service.runtime.memory import HeapTrimmer
 from profile_service.storage import repository, startup_check
+from profile_service.storage.field_cipher import FieldCipher
 from profile_service.storage.health import SERVICE_NAME, DatabaseHealthMonitor
 from profile_service.storage.liveness import DatabaseLiveness
 from profile_service.storage.store import ProfileStore
@@ -216,9 +217,8 @@ async def _start(
         on_database_error=monitor.recheck,
         database_span=None if tracing is None else tracing.database_span(),
     )
-    service = ProfileService(
-        repository.ProfileRepository(store), min_retention_days=settings.purge_min_retention_days
-    )
+    profiles = repository.ProfileRepository(store, FieldCipher(settings.encryption_keys))
+    service = ProfileService(profiles, min_retention_days=settings.purge_min_retention_days)
     admission = Admission()
     # One bound for the process: the health port's calls count against it too.
     unfinished = UnfinishedRequests()

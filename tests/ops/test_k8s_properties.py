@@ -203,6 +203,7 @@ def test_every_pod_runs_non_root_with_a_read_only_root_and_no_capabilities() -> 
         "Deployment/profile-service",
         "CronJob/profile-purge",
         "Job/profile-migrate",
+        "Job/profile-reencrypt",
     }
     for name, template in templates:
         pod = template["spec"]

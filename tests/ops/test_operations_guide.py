@@ -55,7 +55,9 @@ def test_the_guide_names_every_metric_the_server_exports() -> None:
 def test_every_profile_service_command_in_the_guide_parses() -> None:
     text = re.sub(r"\\\n\s*", " ", _guide())  # join shell continuation lines
     commands = re.findall(
-        r"profile-service ((?:migrate|serve|purge|token)(?: --?[\w-]+(?: (?!-)[\w:./-]+)?)*)", text
+        r"profile-service ((?:migrate|serve|purge|reencrypt|token)"
+        r"(?: --?[\w-]+(?: (?!-)[\w:./-]+)?)*)",
+        text,
     )
     assert any(c.startswith("purge --target") for c in commands), commands
     assert any(c.startswith("token --role service_role") for c in commands), commands
