@@ -31,7 +31,7 @@ run: install
 PGBOUNCER_SUITE := tests/e2e/test_smoke.py tests/e2e/test_profile_rpcs.py tests/e2e/test_isolation.py \
 	tests/e2e/test_etags.py tests/e2e/test_undelete.py tests/e2e/test_batch_get.py \
 	tests/e2e/test_purge.py tests/e2e/test_validation.py tests/e2e/test_error_details.py \
-	tests/e2e/test_faults.py tests/e2e/test_fail_fast.py \
+	tests/e2e/test_faults.py tests/e2e/test_fail_fast.py tests/e2e/test_encryption.py \
 	tests/integration/test_round_trips.py tests/integration/test_rls_matrix.py
 
 test: install
