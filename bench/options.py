@@ -106,6 +106,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the spans); the untraced ones have every OTEL_* variable removed",
     )
     parser.add_argument(
+        "--no-sealed",
+        dest="sealed",
+        action="store_false",
+        help="skip real-1w-sealed: one worker with PROFILE_ENCRYPTION_KEYS, measured last, after "
+        "`profile-service reencrypt` has sealed every seeded profile's limitations",
+    )
+    parser.add_argument(
         "--profile",
         type=float,
         default=0.0,

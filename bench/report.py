@@ -159,6 +159,30 @@ def _ratio_lines(
     return lines
 
 
+def _sealed_lines(
+    cells: list[dict[str, Any]],
+    clear: str,
+    sealed: str,
+    concurrencies: list[int],
+    figures: dict[str, Any],
+) -> list[str]:
+    """What sealing limitations costs: the sealed server against the same one in clear, same
+    run, per RPC and concurrency."""
+    lines = []
+    for rpc in sorted({c["rpc"] for c in cells if c["target"] == sealed}):
+        for conc in concurrencies:
+            with_keys, without = _find(cells, sealed, rpc, conc), _find(cells, clear, rpc, conc)
+            if with_keys is None or without is None or without["rps"] <= 0:
+                continue
+            ratio = with_keys["rps"] / without["rps"]
+            figures[f"{rpc}_c{conc}_sealed_vs_clear"] = round(ratio, 3)
+            lines.append(
+                f"{RPC_NAMES[rpc]} c={conc} with limitations sealed: {with_keys['rps']:,.0f}/s = "
+                f"{ratio:.2f} of the same server in clear ({without['rps']:,.0f}/s)"
+            )
+    return lines
+
+
 def summary(
     cells: list[dict[str, Any]], targets: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -202,6 +226,9 @@ def summary(
                     f"({real['rps']:,.0f}/s) is near what its load generator {cap['loadgen']} "
                     f"drives ({cap['rps']:,.0f}/s on bare-sync): the client may be the limit"
                 )
+    sealed = f"{real1}-sealed"
+    if real1 and sealed in targets:
+        lines += _sealed_lines(cells, real1, sealed, checked, figures)
     multi = [name for name, facts in targets.items() if facts.get("workers", 1) > 1]
     for name in multi:
         for conc in checked:

@@ -264,6 +264,8 @@ class Bench:
             command = [*target.command, "--port", str(target.port)]
             env = None
         log = self.logs / f"{target.name}.log"
+        if target.before:
+            self._run_before(target)
         say(f"{target.name}: starting on 127.0.0.1:{target.port}, CPUs {target.cpus}")
         server = self.processes.start(command, cpus=target.cpus, env=env, log=log)
         try:
@@ -284,6 +286,19 @@ class Bench:
                 target.note = (target.note + "; " if target.note else "") + (
                     f"exited with {code} after SIGTERM (see {log})"
                 )
+
+    def _run_before(self, target: Target) -> None:
+        """The target's preparing command, timed; it must succeed."""
+        say(f"{target.name}: {' '.join(target.before[-2:])}")
+        started = time.monotonic()
+        done = subprocess.run(
+            target.before, env=target.env, capture_output=True, text=True, timeout=3600, check=False
+        )
+        seconds = time.monotonic() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{target.before} failed: {done.stderr.strip()[-500:]}")
+        target.facts["before"] = {"output": done.stdout.strip(), "seconds": round(seconds, 2)}
+        say(f"  {done.stdout.strip()} ({seconds:.1f}s)")
 
     def _start_reference(self, gen: str) -> None:
         """Start the bare server that each real run is paired with (h2load only).

@@ -1,6 +1,7 @@
 """The servers the bench measures: what each is, how it is started, with what environment."""
 
 import argparse
+import base64
 import dataclasses
 import os
 import subprocess
@@ -35,6 +36,8 @@ class Target:
     note: str = ""
     port: int = 0
     facts: dict[str, Any] = field(default_factory=dict)
+    # A command run (with `env`) before the server starts, its output kept in `facts`.
+    before: list[str] = field(default_factory=list)
 
 
 def plan(args: argparse.Namespace, server_env: dict[str, str], otlp_port: int = 0) -> list[Target]:
@@ -98,7 +101,30 @@ def plan(args: argparse.Namespace, server_env: dict[str, str], otlp_port: int = 
                     facts={},
                 )
             )
+    one_worker = next((t for t in planned if t.name == "real-1w"), None)
+    if args.sealed and one_worker is not None:
+        planned.append(sealed(one_worker))  # last: its reencrypt seals the seeded rows for good
     return planned
+
+
+# A bench-only key (random per run would do as well; fixed, runs compare like with like).
+_BENCH_KEY = "bench:" + base64.b64encode(b"bench-only-key-not-for-real-use!").decode()
+
+
+def sealed(target: Target) -> Target:
+    """`target` with PROFILE_ENCRYPTION_KEYS set, after `profile-service reencrypt` has sealed
+    every seeded limitations: each Get opens one sealed value, each Upsert seals one."""
+    env = {**(target.env or {}), "PROFILE_ENCRYPTION_KEYS": _BENCH_KEY}
+    note = "limitations sealed at rest (AES-256-GCM), every row"
+    reencrypt = [*target.command[: target.command.index("serve")], "reencrypt"]
+    return dataclasses.replace(
+        target,
+        name=f"{target.name}-sealed",
+        env=env,
+        note=f"{target.note}; {note}" if target.note else note,
+        facts={},
+        before=reencrypt,
+    )
 
 
 def traced(target: Target, otlp_port: int) -> Target:

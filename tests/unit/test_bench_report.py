@@ -146,3 +146,20 @@ def test_the_bare_servers_answer_a_profile_with_every_field_set() -> None:
     profile = payloads.constant_profile()
     set_fields = {field.name for field, _ in profile.ListFields()}  # non-default values only
     assert set_fields == {f.name for f in profile.DESCRIPTOR.fields}
+
+
+def test_the_sealed_server_is_compared_with_the_same_server_in_clear() -> None:
+    cells = [
+        _cell("real-1w", "real", 2000.0),
+        _cell("real-1w-sealed", "real", 1900.0),
+        _cell("real-1w", "real", 1000.0, rpc="upsert"),
+        _cell("real-1w-sealed", "real", 800.0, rpc="upsert"),
+    ]
+    report.add_ratios(cells)
+    targets = {"real-1w": {"workers": 1}, "real-1w-sealed": {"workers": 1}}
+    result = report.summary(cells, targets)
+    assert result["figures"]["get_c16_sealed_vs_clear"] == 0.95
+    assert result["figures"]["upsert_c16_sealed_vs_clear"] == 0.8
+    assert "Get c=16 with limitations sealed: 1,900/s = 0.95 of the same server in clear" in (
+        "\n".join(result["lines"])
+    )
