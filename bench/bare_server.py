@@ -36,17 +36,24 @@ from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 
 
 def _answers(answer: pb.Profile) -> dict[str, Callable[[Any], Any]]:
-    """Each RPC's constant answer, by its response type: the RPCs are the descriptor's, so a
-    new one needs nothing here unless it answers a new type."""
+    """Each RPC's constant answer, by its response type: the RPCs are the descriptor's, and a
+    type not named here answers its empty message, so a new RPC needs nothing here."""
     by_type: dict[str, Callable[[Any], Any]] = {
         "Profile": lambda request: answer,
         "BatchGetProfilesResponse": lambda request: pb.BatchGetProfilesResponse(
             profiles=[answer] * len(request.owner_ids)
         ),
-        "PurgeResponse": lambda request: pb.PurgeResponse(),
     }
     service = pb.DESCRIPTOR.services_by_name["ProfileService"]
-    return {m.name: by_type[m.output_type.name] for m in service.methods}
+    return {
+        m.name: by_type.get(m.output_type.name, _empty(m.output_type.name)) for m in service.methods
+    }
+
+
+def _empty(message: str) -> Callable[[Any], Any]:
+    """An answer of `message`'s type with nothing set."""
+    message_class = getattr(pb, message)
+    return lambda request: message_class()
 
 
 def _sync_servicer(answer: pb.Profile) -> Any:
