@@ -80,6 +80,12 @@ class BenchDatabase:
             ).fetchall()
         return [int(row[0]) for row in rows]
 
+    def vacuum(self) -> None:
+        """VACUUM ANALYZE the table, as after seeding: after a command that rewrote rows, the
+        next server meets a table like the first one did, not autovacuum at work."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE profile.profiles")
+
     def server_version(self) -> str:
         """PostgreSQL's version string."""
         with psycopg.connect(self.admin_url) as conn:

@@ -11,6 +11,7 @@ process: steadier than the load bench, and a place to try a change to one layer.
 
 import argparse
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from profile_service.auth.verify import _CALLER, AuthInterceptor, TokenVerifier
 from profile_service.domain.service import ProfileService
 from profile_service.runtime.config import Settings
 from profile_service.storage import db, repository
+from profile_service.storage.field_cipher import FieldCipher
 from profile_service.transport.access_log import AccessLogInterceptor
 from profile_service.transport.admission import Admission
 from profile_service.transport.internal_errors import InternalErrorInterceptor
@@ -178,9 +180,32 @@ def main(argv: list[str] | None = None) -> int:
         per_call = loop.run_until_complete(_time(call, request, metadata, args.calls))
         print(f"  {per_call:7.1f}  (+{per_call - previous:5.1f})  {name}")
         previous = per_call
+    # The whole chain again, the row's limitations sealed (PROFILE_ENCRYPTION_KEYS): what
+    # opening it costs a Get.
+    cipher = FieldCipher([("bench", bytes(32))])
+    sealed_profiles = repository.ProfileRepository(_RecordedStore(_sealed(row, cipher)), cipher)
+    behavior = ProfileServicer(
+        ProfileService(sealed_profiles, min_retention_days=30), purge_min_retention_days=30
+    ).Get
+    for _, layer in layers:
+        behavior = layer.wrap(_GET, behavior)
+    sealed_call: Any = bound.wrap(_unary(behavior)).stream_unary
+
+    async def call_sealed(request: Any, context: Any) -> Any:
+        return await sealed_call(None, context)
+
+    per_call = loop.run_until_complete(_time(call_sealed, request, metadata, args.calls))
+    print(f"  {per_call:7.1f}  (+{per_call - previous:5.1f})  + limitations sealed")
     loop.run_until_complete(bound.close())
     loop.close()
     return 0
+
+
+def _sealed(row: bytes, cipher: FieldCipher) -> bytes:
+    """The recorded row with its limitations sealed, as PostgreSQL would return it (UTF-8)."""
+    values = json.loads(row)
+    values["limitations"] = cipher.seal("limitations", values["owner_id"], values["limitations"])
+    return json.dumps(values, ensure_ascii=False).encode()
 
 
 def _unary(behavior: Behavior) -> Any:

@@ -288,7 +288,8 @@ class Bench:
                 )
 
     def _run_before(self, target: Target) -> None:
-        """The target's preparing command, timed; it must succeed."""
+        """The target's preparing command, timed (it must succeed); then the rows it rewrote
+        are vacuumed."""
         say(f"{target.name}: {' '.join(target.before[-2:])}")
         started = time.monotonic()
         done = subprocess.run(
@@ -299,6 +300,8 @@ class Bench:
             raise RuntimeError(f"{target.before} failed: {done.stderr.strip()[-500:]}")
         target.facts["before"] = {"output": done.stdout.strip(), "seconds": round(seconds, 2)}
         say(f"  {done.stdout.strip()} ({seconds:.1f}s)")
+        assert self.db is not None
+        self.db.vacuum()
 
     def _start_reference(self, gen: str) -> None:
         """Start the bare server that each real run is paired with (h2load only).
