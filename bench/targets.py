@@ -114,16 +114,12 @@ _BENCH_KEY = "bench:" + base64.b64encode(b"bench-only-key-not-for-real-use!").de
 def sealed(target: Target) -> Target:
     """`target` with PROFILE_ENCRYPTION_KEYS set, after `profile-service reencrypt` has sealed
     every seeded limitations: each Get opens one sealed value, each Upsert seals one."""
-    env = {**(target.env or {}), "PROFILE_ENCRYPTION_KEYS": _BENCH_KEY}
-    note = "limitations sealed at rest (AES-256-GCM), every row"
-    reencrypt = [*target.command[: target.command.index("serve")], "reencrypt"]
-    return dataclasses.replace(
+    return _twin(
         target,
-        name=f"{target.name}-sealed",
-        env=env,
-        note=f"{target.note}; {note}" if target.note else note,
-        facts={},
-        before=reencrypt,
+        "sealed",
+        {"PROFILE_ENCRYPTION_KEYS": _BENCH_KEY},
+        "limitations sealed at rest (AES-256-GCM), every row",
+        before=[*target.command[: target.command.index("serve")], "reencrypt"],
     )
 
 
@@ -132,18 +128,28 @@ def traced(target: Target, otlp_port: int) -> Target:
     production, to a receiver (devtools.otlp_sink) that parses and discards them. Not
     OTEL_TRACES_EXPORTER=none: that turns tracing off, and an exporter that drops spans
     in-process would hide the batching thread's and the export's share of the GIL."""
-    env = {
-        **(target.env or {}),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-    }
-    note = "tracing on: 2 spans a call, exported over OTLP/gRPC to a discarding receiver"
+    return _twin(
+        target,
+        "traced",
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        },
+        "tracing on: 2 spans a call, exported over OTLP/gRPC to a discarding receiver",
+    )
+
+
+def _twin(
+    target: Target, suffix: str, env: dict[str, str], note: str, before: list[str] | None = None
+) -> Target:
+    """`target` again, named `<name>-<suffix>`, with `env` added and `note` said."""
     return dataclasses.replace(
         target,
-        name=f"{target.name}-traced",
-        env=env,
+        name=f"{target.name}-{suffix}",
+        env={**(target.env or {}), **env},
         note=f"{target.note}; {note}" if target.note else note,
         facts={},
+        before=before or [],
     )
 
 

@@ -30,7 +30,16 @@ from profile_service.transport import server
 from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
-from tests.e2e.conftest import SECRET, bearer, error_reason, rpc_error, server_env, serving, user
+from tests.e2e.conftest import (
+    SECRET,
+    bearer,
+    error_reason,
+    rpc_error,
+    server_env,
+    serving,
+    user,
+    wait_for,
+)
 
 # The shortest time between two fetches, for the servers of this module (30 s in production).
 REFETCH_SECONDS = 1.5
@@ -169,7 +178,7 @@ def served(
     """A server with JWT_JWKS_URL and JWT_SECRET, once its start-up fetch is done."""
     env = server_env(test_db.service_url, JWT_JWKS_URL=jwks_server.url)
     with serving(env) as (running, channel):
-        assert _wait(lambda: jwks_server.requests >= 1)
+        assert wait_for(lambda: jwks_server.requests >= 1)
         yield running, channel
 
 
@@ -184,21 +193,12 @@ def fetch_allowed(served: tuple[server.RunningServer, grpc.Channel]) -> Callable
     interval since the last fetch, which an earlier test may have caused, has passed)."""
     key_set = served[0].jwks
     assert key_set is not None
-    return lambda: _wait(key_set.may_fetch)
+    return lambda: wait_for(key_set.may_fetch)
 
 
 @pytest.fixture
 def stub(channel: grpc.Channel, admin: object) -> pb_grpc.ProfileServiceStub:
     return pb_grpc.ProfileServiceStub(channel)
-
-
-def _wait(predicate: Any, timeout: float = 10.0) -> bool:
-    stop = time.monotonic() + timeout
-    while time.monotonic() < stop:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _refused(stub: pb_grpc.ProfileServiceStub, token: str) -> tuple[str, str]:
@@ -327,7 +327,7 @@ def test_a_slow_jwks_server_holds_up_only_the_calls_waiting_for_its_keys(
     waiting = stub.Get.future(
         pb.GetRequest(), metadata=bearer(ES.token(kid="not-published")), timeout=30
     )
-    assert _wait(lambda: jwks_server.requests == fetches + 1)  # the fetch is pending
+    assert wait_for(lambda: jwks_server.requests == fetches + 1)  # the fetch is pending
     health = health_pb2_grpc.HealthStub(channel)
     for answer in (
         lambda: health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status,
@@ -379,14 +379,14 @@ def test_keys_become_usable_once_the_jwks_server_answers(
         env = server_env(test_db.service_url, JWT_JWKS_URL=down.url)
         with serving(env) as (running, channel):
             stub = pb_grpc.ProfileServiceStub(channel)
-            assert _wait(lambda: down.requests >= 1)
+            assert wait_for(lambda: down.requests >= 1)
             assert _refused(stub, ES.token())[0] == "SIGNING_KEYS_UNAVAILABLE"
             _not_found(stub, user(uuid.uuid4()))
             down.status = 200
-            assert running.jwks is not None and _wait(running.jwks.may_fetch)
+            assert running.jwks is not None and wait_for(running.jwks.may_fetch)
             # The first call starts a fetch; while the last one failed, it is told at once to
             # retry (SIGNING_KEYS_UNAVAILABLE). The fetch succeeds, and the retry passes.
-            assert _wait(lambda: _passes_authentication(stub, bearer(ES.token())))
+            assert wait_for(lambda: _passes_authentication(stub, bearer(ES.token())))
     finally:
         down.close()
 
