@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # pyproject.toml's dev extra): make test needs Python and nothing else.
 BUF := $(BIN)/buf
 
-.PHONY: install proto run test lint bench bench-attacks clean
+.PHONY: install proto run test lint bench bench-attacks bench-scale clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: install
 # bench/README.md ("Transport hardening").
 bench-attacks: install
 	$(BIN)/python -m bench.attacks $(BENCH_ARGS)
+
+# The service at 10 million profiles, a purge of a tenth of them under load, and two soaks
+# (bench/README.md, "Scale"); SCALE_ROWS=1000000 for a quicker look.
+bench-scale: install
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) profile_service/v1 build *.egg-info .pytest_cache .mypy_cache .ruff_cache

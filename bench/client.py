@@ -20,6 +20,7 @@ import functools
 import itertools
 import json
 import os
+import random
 import resource
 import sys
 import time
@@ -28,7 +29,9 @@ from typing import Any
 
 import grpc
 
-from bench.payloads import CALL_TIMEOUT_SECONDS, METHODS, REQUESTS, new_user_tokens
+from bench.payloads import CALL_TIMEOUT_SECONDS, METHODS, REQUESTS, new_user_tokens, seeded_owner
+from profile_service.auth import tokens
+from profile_service.v1 import profile_service_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class Spec:
     Counted mode (`calls` > 0): exactly that many calls, all recorded (correctness checks).
     Tokens: `tokens_file` (one token a line) or, if empty, `mint` fresh users' tokens
     (role authenticated, `sub` a new UUID each) signed with $BENCH_JWT_SECRET.
+    `owners` > 0: calls on seeded profiles 1..owners drawn at random (fixed seed): a Get is
+    service_role's naming one (one token), an Upsert a random owner's own (`mint` owners'
+    tokens). `rate` > 0: at most that many calls a second, spread evenly (an open pace, not
+    as fast as answers come). `stop_file`: in timed mode, also stop once that file exists (the
+    measured window ends there).
     """
 
     target: str
@@ -50,9 +58,27 @@ class Spec:
     tokens_file: str = ""
     mint: int = 0
     connections: int = 0
+    owners: int = 0
+    rate: float = 0.0
+    stop_file: str = ""
+
+
+# Distinct request bodies for random-owner Gets: enough that the database reads all over the
+# table, few enough to build in a moment.
+_RANDOM_BODIES = 50_000
 
 
 def _load_tokens(spec: Spec) -> list[str]:
+    if spec.owners:
+        secret = os.environ["BENCH_JWT_SECRET"]
+        if spec.rpc == "get":
+            return [tokens.mint(secret, role="service_role", ttl_seconds=7200)]
+        draw = random.Random(2)  # noqa: S311 - a reproducible sample, not a secret
+        chosen = draw.sample(range(1, spec.owners + 1), min(spec.mint, spec.owners))
+        return [
+            tokens.mint(secret, role="authenticated", sub=seeded_owner(n), ttl_seconds=7200)
+            for n in chosen
+        ]
     if spec.tokens_file:
         with open(spec.tokens_file, encoding="ascii") as f:
             return [line.strip() for line in f if line.strip()]
@@ -67,8 +93,18 @@ def _percentile(ordered: list[int], fraction: float) -> float:
     return ordered[int(rank) - 1] / 1e6
 
 
+def _bodies(spec: Spec) -> list[bytes]:
+    if spec.owners and spec.rpc == "get":
+        draw = random.Random(1)  # noqa: S311 - a reproducible sample, not a secret
+        return [
+            pb.GetRequest(owner_id=seeded_owner(draw.randint(1, spec.owners))).SerializeToString()
+            for _ in range(min(_RANDOM_BODIES, spec.owners))
+        ]
+    return [REQUESTS[spec.rpc]()]
+
+
 async def _run(spec: Spec, token_list: list[str]) -> dict[str, Any]:
-    body = REQUESTS[spec.rpc]()
+    bodies = _bodies(spec)
     metadata = [(("authorization", f"Bearer {t}"),) for t in token_list]
     # A local subchannel pool per channel: one TCP connection each, as h2load's clients have.
     channels = [
@@ -97,15 +133,33 @@ async def _run(spec: Spec, token_list: list[str]) -> dict[str, Any]:
                 )
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
 
+        # With a rate, call k is due at start + k / rate, whoever makes it.
+        interval_ns = int(1e9 / spec.rate) if spec.rate else 0
+        stopped_at: list[int] = []
+
+        async def watch_stop_file() -> None:
+            while not os.path.exists(spec.stop_file):
+                await asyncio.sleep(0.05)
+            stopped_at.append(time.perf_counter_ns())
+
+        watcher = asyncio.ensure_future(watch_stop_file()) if spec.stop_file else None
+
         async def loop(stub: Any) -> None:
             while True:
                 began = time.perf_counter_ns()
                 if budget is not None:
                     if next(budget, None) is None:
                         return
-                elif began >= stop_at:
+                elif began >= stop_at or stopped_at:
                     return
-                md = metadata[next(counter) % len(metadata)]
+                index = next(counter)
+                if interval_ns:
+                    due = start + index * interval_ns
+                    if due > began:
+                        await asyncio.sleep((due - began) / 1e9)
+                        began = time.perf_counter_ns()
+                md = metadata[index % len(metadata)]
+                body = bodies[index % len(bodies)]
                 try:
                     await stub(body, metadata=md, timeout=CALL_TIMEOUT_SECONDS)
                     code = None
@@ -117,6 +171,8 @@ async def _run(spec: Spec, token_list: list[str]) -> dict[str, Any]:
                         errors[code] += 1
 
         await asyncio.gather(*(loop(stubs[i % len(stubs)]) for i in range(spec.concurrency)))
+        if watcher is not None:
+            watcher.cancel()
         wall = (time.perf_counter_ns() - start) / 1e9
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     finally:
@@ -124,6 +180,8 @@ async def _run(spec: Spec, token_list: list[str]) -> dict[str, Any]:
     used = next(counter)
     latencies.sort()
     seconds = spec.duration if not spec.calls else wall
+    if stopped_at:
+        seconds = (stopped_at[0] - start) / 1e9 - spec.warmup
     return {
         "calls": len(latencies),
         "ok": len(latencies) - sum(errors.values()),

@@ -8,12 +8,13 @@ import psycopg
 from devtools import database as devdb
 from profile_service.storage import migrate
 
-# Seeded profile n has owner md5('bench-<n>')::uuid (bench.payloads.seeded_owner) and every
-# field set, with values of the lengths a real profile has.
-_SEED = """
+# Seeded profiles first to last: profile n has owner md5('bench-<n>')::uuid
+# (bench.payloads.seeded_owner) and every field set, with values of the lengths a real profile
+# has. SEED_DELETED_RANGE: the same, soft-deleted 31 to 60 days ago (purgeable).
+_COLUMNS = """
 INSERT INTO profile.profiles (owner_id, age, sex, height_cm, weight_kg, experience_level,
                               limitations, primary_goal, available_equipment, session_length,
-                              generation_params)
+                              generation_params{deleted})
 SELECT md5('bench-' || n)::uuid,
        13 + n %% 90,
        (ARRAY['female', 'male'])[1 + n %% 2],
@@ -24,9 +25,13 @@ SELECT md5('bench-' || n)::uuid,
        'strength',
        ARRAY['barbell', 'dumbbells', 'kettlebell', 'pull-up bar'],
        '45m',
-       '{"split": "upper-lower", "days_per_week": 4, "intensity": "moderate"}'::jsonb
-  FROM generate_series(1, %s) AS n
+       '{"split": "upper-lower", "days_per_week": 4, "intensity": "moderate"}'::jsonb{deleted_at}
+  FROM generate_series(%s, %s) AS n
 """
+SEED_RANGE = _COLUMNS.replace("{deleted}", "").replace("{deleted_at}", "")
+SEED_DELETED_RANGE = _COLUMNS.replace("{deleted}", ", deleted_at").replace(
+    "{deleted_at}", ",\n       now() - interval '31 days' - (n %% 30) * interval '1 day'"
+)
 
 
 class BenchBusy(Exception):
@@ -103,7 +108,7 @@ def prepare(name: str, profiles: int) -> BenchDatabase:
     migrate.upgrade(admin_url)
     service_url = devdb.ensure_service_login(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(_SEED, (profiles,))
+        conn.execute(SEED_RANGE, (1, profiles))
         conn.execute("VACUUM ANALYZE profile.profiles")
     return BenchDatabase(
         server_url=server_url,
