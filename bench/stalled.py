@@ -1,10 +1,11 @@
 """Stalled callers, kept up: `python -m bench.stalled TARGET CALLS`.
 
 Holds CALLS Get calls that send their headers and never their request, 100 to a connection
-(the server's stream limit), and opens a new one whenever the server ends one (it gives a
-request a bounded time to arrive: docs/operations.md, section 12), so that CALLS are stalled
-the whole time. Prints "held" once they are open; on standard input's close, prints a JSON
-line with how many the server ended (and were opened again), and exits.
+(the server's stream limit), and opens a new one a second after the server ends one (it
+gives a request a bounded time to arrive, and holds a bounded number: docs/operations.md,
+section 12), so that about CALLS are stalled the whole time. Prints "held" once they are
+open; on standard input's close, prints a JSON line with how many the server ended (and were
+opened again), and exits.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from typing import Any
 import grpc.aio
 
 _PER_CONNECTION = 100
+_REOPEN_SECONDS = 1.0
 
 
 async def _never(stop: asyncio.Event) -> AsyncIterator[bytes]:
@@ -44,7 +46,9 @@ async def main(target: str, calls: int) -> None:
                 if not stop.is_set():
                     ended[exc.code().name] += 1
             if not stop.is_set():
-                await asyncio.sleep(0.01)  # not a busy loop if the server refuses at once
+                # As a client backing off: the server holds at most 500 unfinished calls and
+                # evicts the oldest for a new one, so re-opening at once would be a flood.
+                await asyncio.sleep(_REOPEN_SECONDS)
 
     tasks = [asyncio.ensure_future(hold(channels[i // _PER_CONNECTION])) for i in range(calls)]
     await asyncio.gather(*(channel.channel_ready() for channel in channels))

@@ -258,3 +258,16 @@ def test_the_field_table_is_the_tables_columns(admin: psycopg.Connection) -> Non
         "WHERE table_schema = 'profile' AND table_name = 'profiles'"
     ).fetchall()
     assert {name for (name,) in columns} == {f.name for f in COLUMNS}
+
+
+def test_autovacuum_comes_after_a_purge_of_a_fiftieth_of_the_table(
+    admin: psycopg.Connection,
+) -> None:
+    row = admin.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = 'profile.profiles'::regclass"
+    ).fetchone()
+    assert row is not None
+    assert set(row[0]) >= {
+        "autovacuum_vacuum_scale_factor=0.02",
+        "autovacuum_analyze_scale_factor=0.02",
+    }
