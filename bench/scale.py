@@ -56,6 +56,7 @@ class Plan:
     upsert_rate: float  # Upserts a second beside the Gets (purge phase)
     purge_batches: tuple[int, ...]  # a purge trial per batch size, the default first
     autovacuum_wait: float  # how long to wait for autovacuum after the purges
+    parts: tuple[str, ...]  # which of size, purge, soak, stalled to run (size always grows)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Plan":
@@ -75,6 +76,7 @@ class Plan:
                 int(b) for b in env.get("SCALE_PURGE_BATCHES", "1000,5000").split(",") if b
             ),
             autovacuum_wait=float(env.get("SCALE_AUTOVACUUM_WAIT", "120")),
+            parts=tuple(env.get("SCALE_PARTS", "size,purge,soak,stalled").split(",")),
         )
 
 
@@ -115,10 +117,13 @@ class Scale:
         self.db = database.prepare("profile_scale", plan.base_rows)
         self.facts["seed_base_seconds"] = round(self.db.seconds, 1)
         self._start_server()
-        self._size()
-        self._purge_under_load()
-        self._soak("soak", stalled=0)
-        self._soak("soak_stalled", stalled=plan.stalled)
+        self._size()  # always: it grows the table the other parts run on
+        if "purge" in plan.parts:
+            self._purge_under_load()
+        if "soak" in plan.parts:
+            self._soak("soak", stalled=0)
+        if "stalled" in plan.parts:
+            self._soak("soak_stalled", stalled=plan.stalled)
         self.facts["seconds"] = round(time.monotonic() - started, 1)
         return {
             "plan": asdict(plan),
@@ -150,15 +155,32 @@ class Scale:
         self._goal("Get throughput at full size / at base", share, ">= 0.9", share >= 0.9, "x")
 
     def _gets(self, owners: int, name: str, **extra: Any) -> dict[str, Any]:
+        before = self._blocks()
         result = self._client(
             {"rpc": "get", "concurrency": 16, "owners": owners, "warmup": 2.0}
             | {"duration": self.plan.seconds}
             | extra
         )
-        self.facts[name] = _brief(result)
+        hits, reads = (now - then for now, then in zip(self._blocks(), before, strict=True))
+        # How often a page the window needed was in shared_buffers (else the kernel's cache).
+        result["buffer_hit_ratio"] = round(hits / max(1, hits + reads), 4)
+        self.facts[name] = {**_brief(result), "buffer_hit_ratio": result["buffer_hit_ratio"]}
         rps, p99, errors = result["rps"], result["p99_ms"], result["errors"]
-        say(f"  {name}: {rps:,.0f}/s, p99 {p99:.2f} ms, errors {errors}")
+        say(
+            f"  {name}: {rps:,.0f}/s, p99 {p99:.2f} ms, errors {errors}, "
+            f"buffer hits {result['buffer_hit_ratio']:.1%}"
+        )
         return result
+
+    def _blocks(self) -> tuple[int, int]:
+        """The database's shared-buffer hits and reads so far."""
+        with psycopg.connect(self.db_.admin_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT blks_hit, blks_read FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     # ------------------------------------------------------------------ 2. purge
 

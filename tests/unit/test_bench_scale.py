@@ -9,6 +9,8 @@ def test_the_full_plan_is_the_issue_s() -> None:
     plan = Plan.from_env({})
     assert (plan.rows, plan.base_rows, plan.purge_rows) == (10_000_000, 100_000, 1_000_000)
     assert (plan.soak_gets, plan.soak_upserts, plan.stalled) == (1_000_000, 100_000, 1000)
+    assert plan.purge_batches == (1000, 5000)
+    assert plan.parts == ("size", "purge", "soak", "stalled")
 
 
 def test_scale_rows_shrinks_every_part_in_proportion_with_a_floor() -> None:
