@@ -9,9 +9,11 @@
 4. The soak again beside 1,000 stalled calls (bench/stalled.py).
 
 SCALE_ROWS (default 10,000,000) sizes it all; the soak is 1,000,000 Gets at 10M rows and
-scales with it (at least 20,000). One worker on CPU 0; the load generators, PostgreSQL and the
-stalled callers on CPU 1. Each goal's figure, target and verdict go to
-bench/results/scale.json and to stdout; the story is in bench/README.md ("Scale").
+scales with it (at least 20,000). SCALE_SECONDS (30) is each Get window, SCALE_PURGE_BATCHES
+(1000,5000) the purge trials, SCALE_PARTS (size,purge,soak,stalled) what runs. One worker on
+CPU 0; the load generators, PostgreSQL and the stalled callers on CPU 1. Each goal's figure,
+target and verdict go to bench/results/scale.json and to stdout; the story is in
+bench/README.md ("Scale").
 """
 
 import json
@@ -269,12 +271,17 @@ class Scale:
 
     def _autovacuum(self) -> dict[str, Any]:
         """Wait (up to plan.autovacuum_wait) for autovacuum to visit the table after the purges;
-        the table then, and whether it came (else a manual VACUUM, said so)."""
+        the table then, and whether it came (else a manual VACUUM, said so). A server with
+        autovacuum off gets the VACUUM at once."""
         query = (
             "SELECT autovacuum_count FROM pg_stat_user_tables"
             " WHERE relid = 'profile.profiles'::regclass"
         )
         with psycopg.connect(self.db_.admin_url, autocommit=True) as conn:
+            setting = conn.execute("SHOW autovacuum").fetchone()
+            if setting is None or setting[0] != "on":
+                conn.execute("VACUUM profile.profiles")
+                return {"autovacuum_on": False, "autovacuum_came": False, **self._sizes()}
             before = conn.execute(query).fetchone()
             deadline = time.monotonic() + self.plan.autovacuum_wait
             came = False
@@ -284,7 +291,12 @@ class Scale:
             waited = self.plan.autovacuum_wait - max(0.0, deadline - time.monotonic())
             if not came:
                 conn.execute("VACUUM profile.profiles")
-        return {"autovacuum_came": came, "waited_s": round(waited), **self._sizes()}
+        return {
+            "autovacuum_on": True,
+            "autovacuum_came": came,
+            "waited_s": round(waited),
+            **self._sizes(),
+        }
 
     def _with_upserts(
         self, gets: Callable[[], dict[str, Any]], stop_file: str = ""

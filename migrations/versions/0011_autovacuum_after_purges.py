@@ -7,9 +7,9 @@ Create Date: 2026-12-08
 PostgreSQL's default vacuums a table once its dead tuples pass 50 + 20 % of its rows: on 10
 million profiles, two million. A purge deletes in bulk (the GDPR backlog of a month, or a
 first run over years of soft deletes), and re-encryption rewrites every sealed row, so the
-default could leave millions of dead tuples for days. At 2 % autovacuum comes after a purge of
-a tenth of the table (bench/README.md, "Scale"); analyze follows the same share, since a purge
-moves the statistics of deleted_at that its own search uses.
+default could leave millions of dead tuples for days. At 2 %, a purge of a fiftieth of the
+table brings autovacuum (where the server runs it); analyze follows the same share, since a
+purge moves the statistics of deleted_at that its own search uses.
 """
 
 from alembic import op
