@@ -11,10 +11,10 @@ never a key. `profile-service reencrypt` reads the values not sealed with the cu
 
 - a compare-and-set: a value changed by a call meanwhile is left as that call wrote it;
 - through a narrow SECURITY DEFINER function (service_role may read every profile, and
-  write none);
-- without moving updated_at (so the etag stays): the stored form changed, the profile did not.
-  The trigger keeps updated_at while the transaction-local `profile.reencrypting` is on, which
-  only that function sets.
+  write none): it changes `limitations` alone, and only to a sealed value (one that starts
+  with the service's U+FDD0 marker), so it cannot put plaintext or anything else there;
+- like every UPDATE, it moves updated_at (the contract's `set_updated_at`), so a resealed
+  profile has a new etag: a caller holding the old one reads the profile again.
 """
 
 from alembic import op
@@ -24,43 +24,21 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-_TRIGGER = """
-    CREATE OR REPLACE FUNCTION profile.set_updated_at() RETURNS trigger
-      LANGUAGE plpgsql
-      AS $$
-      BEGIN
-        {body}
-        RETURN NEW;
-      END
-      $$
-"""
-_KEEP_WHILE_REENCRYPTING = """
-        IF pg_catalog.current_setting('profile.reencrypting', true) = 'on' THEN
-          NEW.updated_at := OLD.updated_at;
-        ELSE
-          NEW.updated_at := now();
-        END IF;"""
-
 
 def upgrade() -> None:
-    """The trigger's exception, the resealing function and the two API functions."""
-    op.execute(_TRIGGER.format(body=_KEEP_WHILE_REENCRYPTING))
+    """The resealing function and the two API functions."""
     op.execute(
         """
         CREATE FUNCTION profile.reencrypt_limitations(p_ids uuid[], p_old text[], p_new text[])
           RETURNS SETOF uuid
-          LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+          LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
           AS $$
-          BEGIN
-            PERFORM pg_catalog.set_config('profile.reencrypting', 'on', true);
-            RETURN QUERY
-              UPDATE profile.profiles AS p SET limitations = c.new_value
-                FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_old),
-                               pg_catalog.unnest(p_new)) AS c(id, old_value, new_value)
-               WHERE p.id = c.id AND p.limitations = c.old_value
-              RETURNING p.id;
-            PERFORM pg_catalog.set_config('profile.reencrypting', 'off', true);
-          END
+            UPDATE profile.profiles AS p SET limitations = c.new_value
+              FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_old),
+                              pg_catalog.unnest(p_new)) AS c(id, old_value, new_value)
+             WHERE p.id = c.id AND p.limitations = c.old_value
+               AND pg_catalog.starts_with(c.new_value, pg_catalog.chr(64976))  -- U+FDD0
+            RETURNING p.id
           $$
         """
     )
@@ -107,8 +85,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the functions; the trigger moves updated_at on every update again."""
+    """Drop the functions."""
     op.execute("DROP FUNCTION profile_api.reencrypt_limitations(text, uuid[], text[], text[])")
     op.execute("DROP FUNCTION profile_api.reencrypt_candidates(text, uuid, integer, text)")
     op.execute("DROP FUNCTION profile.reencrypt_limitations(uuid[], text[], text[])")
-    op.execute(_TRIGGER.format(body="NEW.updated_at := now();"))

@@ -210,3 +210,35 @@ def test_undelete_is_refused_on_an_active_profile_and_restores_a_deleted_one(
     assert info.value.sqlstate == "PF409"
     admin.execute("UPDATE profile.profiles SET deleted_at = now() WHERE owner_id = %s", (OWNER,))
     assert service_conn.execute(undelete, (CLAIMS, OWNER)).fetchall() == [(30, None)]
+
+
+def test_resealing_writes_only_sealed_values_and_only_for_service_role(
+    service_conn: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    """Migration 0010: service_role can change `limitations` alone, compare-and-set, and only
+    to a value in field_cipher's sealed form; a user cannot call it at all."""
+    from profile_service.storage.field_cipher import MARKER
+
+    (profile_id,) = admin.execute(
+        "UPDATE profile.profiles SET limitations = 'knee' WHERE owner_id = %s RETURNING id",
+        (OWNER,),
+    ).fetchone()  # type: ignore[misc]
+    reseal = "SELECT * FROM profile_api.reencrypt_limitations('{}', %s::uuid[], %s, %s)"
+
+    def changed(old: str, new: str) -> list[tuple[uuid.UUID]]:
+        return service_conn.execute(reseal, ([str(profile_id)], [old], [new])).fetchall()
+
+    assert changed("knee", "plain text") == []  # not sealed: refused
+    assert changed("not the current value", MARKER + "v1:k:AAAA") == []  # compare-and-set
+    assert changed("knee", MARKER + "v1:k:AAAA") == [(profile_id,)]
+    stored = admin.execute(
+        "SELECT limitations FROM profile.profiles WHERE owner_id = %s", (OWNER,)
+    ).fetchone()
+    assert stored == (MARKER + "v1:k:AAAA",)
+    with service_conn.transaction():
+        service_conn.execute("SET LOCAL ROLE authenticated")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            service_conn.execute(
+                "SELECT * FROM profile.reencrypt_limitations(%s::uuid[], %s, %s)",
+                ([str(profile_id)], [MARKER + "v1:k:AAAA"], [MARKER + "v1:k:BBBB"]),
+            )
