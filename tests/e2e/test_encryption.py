@@ -19,6 +19,7 @@ from profile_service.v1 import profile_service_pb2 as pb
 from profile_service.v1 import profile_service_pb2_grpc as pb_grpc
 from tests.conftest import ThrowawayDatabase
 from tests.e2e.conftest import error_reason, rpc_error, server_env, service, serving, user
+from tests.e2e.probes import free_port
 from tests.e2e.serve_process import CLI
 
 OLD = ("k1", os.urandom(32))
@@ -154,10 +155,10 @@ def test_rows_written_before_the_keys_and_under_an_old_key_are_read_after_a_rota
 
 
 def _reencrypt(
-    test_db: ThrowawayDatabase, *args: str, keys: str
+    test_db: ThrowawayDatabase, *args: str, keys: str, database_url: str = ""
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
-    env.update(DATABASE_URL=test_db.service_url, PROFILE_ENCRYPTION_KEYS=keys)
+    env.update(DATABASE_URL=database_url or test_db.service_url, PROFILE_ENCRYPTION_KEYS=keys)
     return subprocess.run(
         [CLI, "reencrypt", *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -245,6 +246,16 @@ def test_reencrypt_leaves_and_reports_what_it_cannot_decrypt(
     )
     assert _stored(admin, lost) == sealed  # left as it was
     _no_secrets_in(result.stdout + result.stderr, NEW, OLD)
+
+
+def test_reencrypt_against_an_unreachable_database_fails_with_exit_1_and_says_why(
+    test_db: ThrowawayDatabase,
+) -> None:
+    nowhere = f"postgresql://nobody@127.0.0.1:{free_port()}/profiles?connect_timeout=2"
+    result = _reencrypt(test_db, keys=_setting(NEW), database_url=nowhere)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "reencrypt failed: database error OperationalError"
+    _no_secrets_in(result.stdout + result.stderr, NEW)
 
 
 def test_a_malformed_keys_setting_stops_serve_and_reencrypt_naming_it_and_nothing_more(

@@ -42,6 +42,16 @@ BAD_PROFILES: dict[str, tuple[pb.Profile, str]] = {
         pb.Profile(available_equipment=["bench", "bar\x00bell"]),
         "profile.available_equipment[1]",
     ),
+    # U+FDD0..U+FDEF mark the service's own stored values (a sealed limitations starts with
+    # one), so no caller may write them.
+    "a noncharacter that reads as sealed": (
+        pb.Profile(limitations="\ufdd0v1:k:AAAA"),
+        "profile.limitations",
+    ),
+    "a noncharacter in equipment": (
+        pb.Profile(available_equipment=["bar\ufdefbell"]),
+        "profile.available_equipment[0]",
+    ),
     "empty equipment item": (
         pb.Profile(available_equipment=[""]),
         "profile.available_equipment[0]",
