@@ -159,6 +159,17 @@ def _ratio_lines(
     return lines
 
 
+def _versus(
+    cells: list[dict[str, Any]], target: str, base: str, rpc: str, conc: int
+) -> tuple[dict[str, Any], dict[str, Any], float] | None:
+    """`target`'s cell and `base`'s for the same RPC and concurrency, and the ratio of their
+    rates; None if either is missing or the base served nothing."""
+    mine, theirs = _find(cells, target, rpc, conc), _find(cells, base, rpc, conc)
+    if mine is None or theirs is None or theirs["rps"] <= 0:
+        return None
+    return mine, theirs, mine["rps"] / theirs["rps"]
+
+
 def _sealed_lines(
     cells: list[dict[str, Any]],
     clear: str,
@@ -171,10 +182,10 @@ def _sealed_lines(
     lines = []
     for rpc in sorted({c["rpc"] for c in cells if c["target"] == sealed}):
         for conc in concurrencies:
-            with_keys, without = _find(cells, sealed, rpc, conc), _find(cells, clear, rpc, conc)
-            if with_keys is None or without is None or without["rps"] <= 0:
+            pair = _versus(cells, sealed, clear, rpc, conc)
+            if pair is None:
                 continue
-            ratio = with_keys["rps"] / without["rps"]
+            with_keys, without, ratio = pair
             figures[f"{rpc}_c{conc}_sealed_vs_clear"] = round(ratio, 3)
             lines.append(
                 f"{RPC_NAMES[rpc]} c={conc} with limitations sealed: {with_keys['rps']:,.0f}/s = "
@@ -232,11 +243,10 @@ def summary(
     multi = [name for name, facts in targets.items() if facts.get("workers", 1) > 1]
     for name in multi:
         for conc in checked:
-            one = _find(cells, real1 or "", "get", conc)
-            many = _find(cells, name, "get", conc)
-            if one is None or many is None or one["rps"] <= 0:
+            pair = _versus(cells, name, real1 or "", "get", conc)
+            if pair is None:
                 continue
-            gain = many["rps"] / one["rps"]
+            many, _, gain = pair
             figures[f"get_c{conc}_{name}_vs_1w"] = round(gain, 3)
             lines.append(
                 f"Get c={conc}: {name} {many['rps']:,.0f}/s = {gain:.2f}x one worker "

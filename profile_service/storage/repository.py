@@ -152,39 +152,21 @@ class ProfileRepository:
         # An array literal: the names are Profile field names checked by validation.
         mask_literal = "{" + ",".join(sorted(mask)) + "}"
         changes_json = json.dumps(self._sealed(caller, changes))
-        row = await self._run(
-            lambda commit_by: Query(
-                UPSERT,
-                (caller.claims_json, changes_json, mask_literal, repr(commit_by), etag),
-                _row,
-            ),
-            deadline,
-        )
-        return self._opened(row)
+        params = (caller.claims_json, changes_json, mask_literal)
+        return await self._write_row(UPSERT, params, etag, deadline)
 
     async def soft_delete(self, caller: Caller, etag: str, deadline: float | None) -> Row | None:
         """Soft-delete the caller's own active profile, if it has `etag` (empty: any); the row,
         or None."""
-        row = await self._run(
-            lambda commit_by: Query(SOFT_DELETE, (caller.claims_json, repr(commit_by), etag), _row),
-            deadline,
-        )
-        return self._opened(row)
+        return await self._write_row(SOFT_DELETE, (caller.claims_json,), etag, deadline)
 
     async def undelete(
         self, caller: Caller, owner_id: str, etag: str, deadline: float | None
     ) -> Row | None:
         """Make `owner_id`'s soft-deleted profile active again, if it has `etag` (empty: any);
         the row, or None (absent or purged)."""
-        row = await self._run(
-            lambda commit_by: Query(
-                UNDELETE,
-                (caller.role, caller.claims_json, owner_id, repr(commit_by), etag),
-                _row,
-            ),
-            deadline,
-        )
-        return self._opened(row)
+        params = (caller.role, caller.claims_json, owner_id)
+        return await self._write_row(UNDELETE, params, etag, deadline)
 
     async def purge_batch(
         self,
@@ -201,6 +183,16 @@ class ProfileRepository:
         return await self._run(
             lambda commit_by: Query(PURGE, (*params, repr(commit_by)), _count), deadline
         )
+
+    async def _write_row(
+        self, statement: Statement, params: tuple[str, ...], etag: str, deadline: float | None
+    ) -> Row | None:
+        """Run a write of one row: `params`, then the call's commit_by and `etag`, as every
+        write statement ends (migrations 0005 and 0007); the row, opened, or None."""
+        row = await self._run(
+            lambda commit_by: Query(statement, (*params, repr(commit_by), etag), _row), deadline
+        )
+        return self._opened(row)
 
     def _sealed(self, caller: Caller, changes: Mapping[str, Any]) -> Mapping[str, Any]:
         """`changes` as stored: the sealed fields among them sealed for the caller's row."""
