@@ -18,6 +18,7 @@ bench/README.md ("Scale").
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,10 +136,11 @@ class Scale:
         }
 
     def close(self) -> None:
-        """Stop every process; drop the database."""
+        """Stop every process; drop the database and the spec files."""
         self.processes.stop_all()
         if self.db is not None:
             database.drop(self.db)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ 1. size
 
